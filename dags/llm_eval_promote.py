@@ -1,0 +1,196 @@
+"""
+### llm_eval_promote
+
+Evaluates every candidate LLM configuration of a suite (model x sampling
+parameters x prompt template) on a vLLM engine, scores the answers, registers
+the best configuration in the MLflow Model Registry (alias `challenger`) and
+moves `champion` to it only when it beats the current champion on the same
+examples by the suite's margin.
+
+`validate_suite -> validate_dataset -> plan_configs -> start_engines ->
+generate[config] -> score[config] -> log_to_mlflow -> register_and_promote ->
+report -> announce_champion` (asset event on PROMOTE), with `stop_engines`
+as teardown.
+
+Params: `suite` (path to a suite YAML), `keep_engines` (leave the vLLM servers
+this run started running). Bad suites and datasets fail at once (no retries);
+engine and network faults are retried with backoff and resume from the cache.
+Task bodies live in `evaluation.pipeline` and `serving.endpoints`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from evaluation.settings import BUNDLED_SUITE
+from evaluation.suite import read_schedule
+
+SUITE = os.environ.get("LLMOPS_SUITE", str(BUNDLED_SUITE))
+CHAMPION_CHANGED = Asset("llmops://registry/champion")
+
+
+def permanent_errors_fail_fast(fn):
+    """Config and data errors fail the task without retries."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from airflow.exceptions import AirflowFailException
+
+        from evaluation.errors import PermanentError
+
+        try:
+            return fn(*args, **kwargs)
+        except PermanentError as e:
+            raise AirflowFailException(str(e)) from e
+
+    return wrapper
+
+
+def _ctx() -> tuple[str, dict]:
+    ctx = get_current_context()
+    return ctx["params"]["suite"], {"run_id": ctx["run_id"], "dag_id": ctx["dag"].dag_id}
+
+
+@dag(
+    dag_id="llm_eval_promote",
+    schedule=read_schedule(SUITE),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["llmops"],
+    params={
+        "suite": Param(SUITE, type="string", description="Path to the evaluation suite YAML"),
+        "keep_engines": Param(False, type="boolean", description="Leave vLLM servers started by this run running"),
+    },
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=10),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=5),
+    },
+)
+def llm_eval_promote():
+    @task(retries=0)
+    @permanent_errors_fail_fast
+    def validate_suite() -> dict:
+        from evaluation import pipeline
+
+        return pipeline.check_suite(_ctx()[0])
+
+    @task(retries=0)
+    @permanent_errors_fail_fast
+    def validate_dataset(_suite: dict) -> dict:
+        from evaluation import pipeline
+
+        return pipeline.check_dataset(_ctx()[0])
+
+    @task
+    @permanent_errors_fail_fast
+    def plan_configs(_dataset: dict) -> list[dict]:
+        from evaluation import pipeline
+
+        return pipeline.plan(_ctx()[0])
+
+    @task(execution_timeout=timedelta(minutes=30))
+    @permanent_errors_fail_fast
+    def start_engines(configs: list[dict]) -> dict:
+        from evaluation import pipeline
+
+        from evaluation.suite import load_suite
+        from serving.endpoints import ensure_endpoints
+
+        suite_path = _ctx()[0]
+        timeout = load_suite(suite_path).generation.ready_timeout_s
+        return ensure_endpoints(pipeline.models_of(suite_path, configs), ready_timeout_s=timeout)
+
+    @task(retries=3, execution_timeout=timedelta(hours=2))
+    @permanent_errors_fail_fast
+    def generate(config: dict, endpoints: dict) -> dict:
+        from evaluation import pipeline
+
+        from evaluation.suite import load_suite
+        from serving.endpoints import ensure_endpoint
+
+        suite_path, context = _ctx()
+        suite = load_suite(suite_path)
+        spec = pipeline.models_of(suite_path, [config])[config["model"]]
+        # Restarts a managed engine that died since start_engines (e.g. on a retry).
+        ep = ensure_endpoint(config["model"], spec["source"], max_model_len=spec["max_model_len"],
+                             ready_timeout_s=suite.generation.ready_timeout_s).to_json()  # fmt: skip
+        ep["launched_now"] = endpoints.get(config["model"], {}).get("launched_now", False)
+        return {"config": config, **pipeline.generate_config(suite_path, config, ep, context["run_id"])}
+
+    @task
+    @permanent_errors_fail_fast
+    def score(generated: dict) -> dict:
+        from evaluation import pipeline
+
+        suite_path, context = _ctx()
+        return pipeline.score_config(suite_path, generated["config"], context["run_id"])
+
+    @task
+    @permanent_errors_fail_fast
+    def log_to_mlflow(scored: list[dict], dataset: dict) -> dict:
+        from evaluation import pipeline
+
+        suite_path, context = _ctx()
+        return pipeline.log_sweep(suite_path, list(scored), dataset, context)
+
+    @task(retries=1)
+    @permanent_errors_fail_fast
+    def register_and_promote(sweep: dict, dataset: dict) -> dict:
+        from evaluation import pipeline
+
+        suite_path, context = _ctx()
+        return pipeline.register_and_decide(suite_path, sweep, dataset, context)
+
+    @task
+    def report(dataset: dict, sweep: dict, decision: dict) -> dict:
+        from evaluation import pipeline
+        from evaluation.report import format_report
+
+        suite_path, context = _ctx()
+        rep = pipeline.final_report(suite_path, dataset, sweep, decision, context)
+        print(format_report(rep), flush=True)
+        return {"outcome": rep["decision"]["outcome"], "registered_model": rep["registered_model"],
+                "version": rep["version"], "report_path": rep["report_path"]}  # fmt: skip
+
+    @task(outlets=[CHAMPION_CHANGED])
+    def announce_champion(rep: dict) -> None:
+        """Emits the asset event that triggers redeployment, only on PROMOTE."""
+        from airflow.exceptions import AirflowSkipException
+
+        if rep["outcome"] != "PROMOTE":
+            raise AirflowSkipException(f"champion unchanged ({rep['outcome']}): no asset event")
+        get_current_context()["outlet_events"][CHAMPION_CHANGED].extra = {
+            "registered_model": rep["registered_model"], "version": rep["version"],
+        }  # fmt: skip
+
+    @task
+    def stop_engines(endpoints: dict) -> list[str]:
+        from serving.endpoints import stop_endpoints
+
+        if get_current_context()["params"].get("keep_engines"):
+            return []
+        return stop_endpoints(endpoints)
+
+    suite = validate_suite()
+    dataset = validate_dataset(suite)
+    configs = plan_configs(dataset)
+    endpoints = start_engines(configs)
+    generated = generate.partial(endpoints=endpoints).expand(config=configs)
+    scored = score.expand(generated=generated)
+    sweep = log_to_mlflow(scored, dataset)
+    decision = register_and_promote(sweep, dataset)
+    rep = report(dataset, sweep, decision)
+    announce_champion(rep)
+    rep >> stop_engines(endpoints).as_teardown(setups=endpoints)
+
+
+llm_eval_promote()

@@ -1,0 +1,53 @@
+"""Content-addressed result cache.
+
+An entry's key is the hash of everything that changes the result (model
+identity, engine, sampling parameters, prompt template, example content, ...),
+so a retried or re-run task finds what is already done and redoes nothing
+else. Writes are atomic (temp file + rename in the same directory): a task
+killed mid-write leaves no partial entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from evaluation.suite import sha256_json
+
+
+def cache_key(**parts: object) -> str:
+    return sha256_json(parts)
+
+
+class ResultCache:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def _path(self, namespace: str, key: str) -> Path:
+        return self.root / namespace / key[:2] / f"{key}.json"
+
+    def get(self, namespace: str, key: str) -> dict | None:
+        p = self._path(namespace, key)
+        try:
+            return json.loads(p.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:  # cannot happen with atomic writes; treat as a miss
+            return None
+
+    def put(self, namespace: str, key: str, value: dict) -> None:
+        p = self._path(namespace, key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(value, f)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        return self._path(*item).is_file()

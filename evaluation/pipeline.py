@@ -1,0 +1,484 @@
+"""Task bodies of the `llm_eval_promote` DAG, as plain functions.
+
+The DAG file only wires these together; everything here is testable without
+Airflow. Values passed between steps are small JSON dicts (Airflow XComs);
+bulk data (generations, per-example scores) lives in the run directory and
+the content-addressed cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from pathlib import Path
+
+from evaluation import registry, settings
+from evaluation.cache import ResultCache, cache_key
+from evaluation.candidates import Config, expand_configs
+from evaluation.errors import RegistryError
+from evaluation.dataset import Example, dataset_digest, load_examples
+from evaluation.generation import RequestResult, generate
+from evaluation.jsonsafe import dump_nan, load_metrics
+from evaluation.ranking import config_summary, example_composite, rank_configs
+from evaluation.scorers import ScoringContext, ScoringItem, get_scorer
+from evaluation.suite import Suite, load_suite, sha256_json
+
+log = logging.getLogger(__name__)
+
+GENERATIONS = "generations"
+
+
+def run_dir(run_id: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+    d = settings.runs_dir() / safe
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def examples_for(suite: Suite) -> list[Example]:
+    return load_examples(suite.dataset_path, suite.dataset.limit)
+
+
+def scoring_digest(suite: Suite) -> str:
+    """Composites are comparable only under the same scorers and weights."""
+    from evaluation.scorers import get_scorer as _get
+
+    versions = {n: _get(n).version for n in suite.scoring.scorers}
+    return sha256_json(
+        {"weights": suite.scoring.weights, "versions": versions, "budget": suite.scoring.latency_budget_s}
+    )[:12]
+
+
+# --------------------------------------------------------------- validation
+
+
+def check_suite(suite_path: str) -> dict:
+    suite = load_suite(suite_path)
+    configs = expand_configs(suite)
+    log.info("suite %s (%s): %d candidate configurations", suite.name, suite.digest, len(configs))
+    return {"name": suite.name, "digest": suite.digest, "configs": len(configs), "path": suite.source_path}
+
+
+def check_dataset(suite_path: str) -> dict:
+    from evaluation.dataset import validate_dataset
+
+    suite = load_suite(suite_path)
+    ds = suite.dataset
+    summary = validate_dataset(
+        suite.dataset_path,
+        limit=ds.limit,
+        min_question_chars=ds.min_question_chars,
+        max_question_chars=ds.max_question_chars,
+        max_context_chars=ds.max_context_chars,
+    )
+    log.info("dataset %s: %d rows valid (digest %s)", suite.dataset_path, summary["rows"], summary["digest"])
+    return summary
+
+
+# ------------------------------------------------------------------ planning
+
+
+def plan(suite_path: str) -> list[dict]:
+    """The configurations to evaluate: the suite's grid, plus the current
+    champion's configuration as a baseline when its model is one of the
+    suite's candidates (so the comparison is on the same examples)."""
+    suite = load_suite(suite_path)
+    configs = [dict(c.to_json(), role="candidate") for c in expand_configs(suite)]
+    champ = registry.current_champion(suite.registered_model, settings.tracking_uri())
+    if champ is not None:
+        ids = {c["config_id"] for c in configs}
+        by_name = {c.name: c for c in suite.candidates}
+        if champ.config_id in ids:
+            log.info("champion v%s is one of this sweep's configurations", champ.version)
+        elif champ.config.get("model") in by_name:
+            cand = by_name[champ.config["model"]]
+            cfg = Config.from_json({**champ.config, "source": cand.source.model_dump(exclude_none=True)})
+            configs.append(dict(cfg.to_json(), role="champion"))
+            log.info("champion v%s (%s) is re-evaluated on this dataset as a baseline", champ.version, cfg.label)
+        else:
+            log.warning(
+                "champion v%s serves model %r, which is not a candidate of this suite: it cannot be "
+                "re-evaluated here; its recorded composite is used only if the dataset is unchanged",
+                champ.version, champ.config.get("model"),
+            )  # fmt: skip
+    return configs
+
+
+def models_of(suite_path: str, configs: list[dict]) -> dict[str, dict]:
+    """Distinct models to serve: name -> {source, max_model_len}."""
+    suite = load_suite(suite_path)
+    by_name = {c.name: c for c in suite.candidates}
+    return {
+        c["model"]: {"source": c["source"], "max_model_len": by_name[c["model"]].max_model_len} for c in configs
+    }
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generation_key(config: Config, example: Example, endpoint: dict) -> str:
+    return cache_key(
+        kind="generation",
+        model=config.model,
+        model_fingerprint=endpoint["model_fingerprint"],
+        engine=endpoint["engine"],
+        api=config.api,
+        sampling=config.identity()["sampling"],
+        template=config.template_hash,
+        example=example.digest,
+    )
+
+
+def generate_config(suite_path: str, config_json: dict, endpoint: dict, run_id: str) -> dict:
+    """Generate answers for one configuration, reusing cached results.
+    Successful results are cached as they arrive, so a retry after a crash
+    only sends what is missing. Failed requests are not cached."""
+    suite = load_suite(suite_path)
+    config = Config.from_json(config_json)
+    examples = examples_for(suite)
+    cache = ResultCache(settings.cache_dir())
+    keys = {ex.id: generation_key(config, ex, endpoint) for ex in examples}
+    done: dict[str, dict] = {}
+    for ex in examples:
+        hit = cache.get(GENERATIONS, keys[ex.id])
+        if hit is not None:
+            done[ex.id] = {**hit, "cached": True}
+    todo = [ex for ex in examples if ex.id not in done]
+    log.info("[%s] %s: %d cached, %d to generate", config.config_id, config.label, len(done), len(todo))
+
+    def on_result(r: RequestResult) -> None:
+        if r.success:
+            cache.put(GENERATIONS, keys[r.example_id], r.to_json())
+
+    t0 = time.monotonic()
+    fresh: list[RequestResult] = []
+    if todo:
+        g = suite.generation
+        fresh = generate(
+            endpoint["base_url"], config, todo,
+            concurrency=g.concurrency, timeout_s=g.request_timeout_s, max_retries=g.max_retries,
+            on_result=on_result,
+        )  # fmt: skip
+    for r in fresh:
+        done[r.example_id] = {**r.to_json(), "cached": False}
+    out = run_dir(run_id) / f"generations-{config.config_id}.jsonl"
+    with out.open("w") as f:
+        for ex in examples:
+            f.write(json.dumps(done[ex.id]) + "\n")
+    failed = sum(1 for ex in examples if not done[ex.id]["success"])
+    summary = {
+        "config_id": config.config_id,
+        "examples": len(examples),
+        "cached": len(examples) - len(todo),
+        "generated": len(todo),
+        "failed": failed,
+        "completion_tokens": sum(r.completion_tokens or 0 for r in fresh),
+        "seconds": round(time.monotonic() - t0, 2),
+        "path": str(out),
+    }
+    log.info("[%s] generation done: %s", config.config_id, summary)
+    return summary
+
+
+# ------------------------------------------------------------------- scoring
+
+
+def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
+    """Score one configuration's generations with the suite's scorers.
+    Writes per-example rows next to the generations; returns run-level
+    metrics (small, for XCom)."""
+    suite = load_suite(suite_path)
+    config = Config.from_json(config_json)
+    examples = examples_for(suite)
+    gen_path = run_dir(run_id) / f"generations-{config.config_id}.jsonl"
+    gens = {g["example_id"]: g for g in map(json.loads, gen_path.read_text().splitlines())}
+    ok = [ScoringItem(ex, RequestResult(**{k: v for k, v in gens[ex.id].items() if k != "cached"}))
+          for ex in examples if gens[ex.id]["success"]]  # fmt: skip
+    ctx = ScoringContext(config=config, latency_budget_s=suite.scoring.latency_budget_s)
+    per_example: dict[str, dict] = {ex.id: {} for ex in examples}
+    metrics: dict[str, float] = {}
+    scorer_info = {}
+    for name in suite.scoring.scorers:
+        scorer = get_scorer(name)
+        scorer_info[name] = scorer.version
+        t0 = time.monotonic()
+        values = scorer.score(ok, ctx) if ok else []
+        for item, vals in zip(ok, values):
+            per_example[item.example.id].update(vals)
+        metrics.update(scorer.aggregate(values))
+        log.info("[%s] scorer %s v%s: %.1f s", config.config_id, name, scorer.version, time.monotonic() - t0)
+    rows = []
+    for ex in examples:
+        g = gens[ex.id]
+        m = per_example[ex.id]
+        comp = example_composite(m, suite.scoring.weights) if g["success"] else math.nan
+        rows.append(
+            {
+                "example_id": ex.id,
+                "question": ex.question,
+                "answer": g["text"],
+                "success": g["success"],
+                "error": g["error"],
+                "cached": g.get("cached", False),
+                **{k: m.get(k, math.nan) for k in sorted(m)},
+                "composite": comp,
+            }
+        )
+    metrics.update(config_summary(rows, len(examples)))
+    (run_dir(run_id) / f"scores-{config.config_id}.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    log.info("[%s] composite %.4f (coverage %.2f)", config.config_id, metrics["composite"], metrics["coverage"])
+    return dump_nan({"config": config_json, "metrics": metrics, "scorers": scorer_info})
+
+
+# ------------------------------------------------------- tracking + ranking
+
+
+def log_sweep(suite_path: str, scored: list[dict], dataset: dict, context: dict) -> dict:
+    """Rank the candidates and log the sweep to MLflow: one parent run for
+    the DAG run, one child run per configuration."""
+    import mlflow
+    import pandas as pd
+
+    suite = load_suite(suite_path)
+    run_id = context["run_id"]
+    scored = [{**s, "metrics": load_metrics(s["metrics"])} for s in scored]
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    exp = mlflow.get_experiment_by_name(suite.experiment_name)
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(
+        suite.experiment_name, artifact_location=settings.artifact_root(), tags={"llmops.suite": suite.name}
+    )  # fmt: skip
+    client = mlflow.MlflowClient()
+    # A retried task must not leave a duplicate parent run behind.
+    for old in client.search_runs([exp_id], f"tags.`llmops.airflow_run_id` = '{run_id}'"):
+        client.delete_run(old.info.run_id)
+
+    candidates = {s["config"]["config_id"]: s for s in scored if s["config"]["role"] == "candidate"}
+    ranked = rank_configs({cid: s["metrics"] for cid, s in candidates.items()}, suite.gate)
+    examples = examples_for(suite)
+    ds_df = pd.DataFrame([e.to_json() for e in examples])
+    ds = mlflow.data.from_pandas(
+        ds_df, source=str(suite.dataset_path), name=suite.dataset.name or suite.dataset_path.stem,
+        digest=dataset["digest"],
+    )  # fmt: skip
+    common_tags = {
+        "llmops.suite": suite.name,
+        "llmops.suite_digest": suite.digest,
+        "llmops.dataset_digest": dataset["digest"],
+        "llmops.scoring_digest": scoring_digest(suite),
+        "llmops.airflow_run_id": run_id,
+        "llmops.airflow_dag_id": context.get("dag_id", "llm_eval_promote"),
+        "mlflow.source.git.commit": context.get("git_commit") or settings.git_commit(),
+    }
+    child_ids: dict[str, str] = {}
+    rank_of = {r.config_id: r for r in ranked}
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"sweep {run_id}", tags=common_tags) as parent:
+        mlflow.log_params({"suite_path": suite.source_path, "n_configs": len(candidates), "n_examples": len(examples)})
+        mlflow.log_input(ds, context="evaluation")
+        for s in scored:
+            cfg = Config.from_json(s["config"])
+            r = rank_of.get(cfg.config_id)
+            tags = {
+                **common_tags,
+                "llmops.role": s["config"]["role"],
+                "llmops.config_label": cfg.label,
+                "llmops.eligible": str(r.eligible if r else "n/a"),
+            }
+            if r and r.reasons:
+                tags["llmops.ineligible_reasons"] = "; ".join(r.reasons)
+            name = ("champion baseline: " if s["config"]["role"] == "champion" else "") + cfg.label
+            with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True, tags=tags) as child:
+                mlflow.log_params(cfg.mlflow_params())
+                mlflow.log_params({f"scorer.{n}.version": v for n, v in s["scorers"].items()})
+                mlflow.log_dict(s["config"], "config.json")
+                mlflow.log_input(ds, context="evaluation")
+                metrics = {k: v for k, v in s["metrics"].items() if not math.isnan(v)}
+                if r:
+                    metrics["rank"] = r.rank
+                mlflow.log_metrics(metrics)
+                rows = [json.loads(x) for x in (run_dir(run_id) / f"scores-{cfg.config_id}.jsonl").read_text().splitlines()]
+                mlflow.log_table(pd.DataFrame(rows), "per_example.json")
+                child_ids[cfg.config_id] = child.info.run_id
+        board = leaderboard_rows(ranked, candidates)
+        mlflow.log_table(pd.DataFrame(board), "leaderboard.json")
+        best = ranked[0] if ranked and ranked[0].eligible else None
+        if best:
+            mlflow.log_metric("best_composite", best.metrics["composite"])
+        parent_id = parent.info.run_id
+    return dump_nan({
+        "experiment_id": exp_id,
+        "parent_run_id": parent_id,
+        "child_run_ids": child_ids,
+        "leaderboard": board,
+        "winner": best.config_id if best else None,
+        "winner_reasons": [] if best else [f"{r.config_id}: {'; '.join(r.reasons)}" for r in ranked],
+        "results": {
+            cid: {"metrics": s["metrics"]} for cid, s in ((s["config"]["config_id"], s) for s in scored)
+        },
+        "configs": {s["config"]["config_id"]: s["config"] for s in scored},
+    })
+
+
+def leaderboard_rows(ranked, candidates: dict[str, dict]) -> list[dict]:
+    rows = []
+    for r in ranked:
+        cfg = Config.from_json(candidates[r.config_id]["config"])
+        m = r.metrics
+        rows.append(
+            {
+                "rank": r.rank,
+                "config_id": r.config_id,
+                "model": cfg.model,
+                "template": cfg.template_name,
+                "sampling": cfg.sampling.short(),
+                "relevance": m.get("relevance", math.nan),
+                "groundedness": m.get("groundedness", math.nan),
+                "latency_e2e_p50_s": m.get("latency_e2e_p50_s", math.nan),
+                "latency_e2e_p95_s": m.get("latency_e2e_p95_s", math.nan),
+                "failed_rate": m.get("failed_rate", math.nan),
+                "composite": m.get("composite", math.nan),
+                "eligible": r.eligible,
+                "note": "; ".join(r.reasons),
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------ registry + the gate
+
+
+def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: dict) -> dict:
+    """Register the sweep's winner (alias `challenger`), compare it with the
+    champion on the same dataset, and move `champion` if the gate passes.
+    Idempotent per Airflow run: a retry never registers or decides twice."""
+
+    suite = load_suite(suite_path)
+    uri = settings.tracking_uri()
+    name = suite.registered_model
+    results = {cid: load_metrics(r["metrics"]) for cid, r in sweep["results"].items()}
+    done = registry.find_version_for_run(name, context["run_id"], uri)
+    if done is not None:  # a retry of this task: finish what the first try decided
+        return dump_nan(_resume_registration(name, done, sweep, uri))
+    champ = registry.current_champion(name, uri)
+    champ_version = champ.version if champ else None
+    report = {"registered_model": name, "version": None, "aliases_before": registry.aliases(name, uri)}
+
+    winner = sweep["winner"]
+    if winner is None:
+        decision = registry.Decision(registry.REJECT, ["no eligible candidate"] + sweep["winner_reasons"])
+    else:
+        wm = results[winner]
+        if champ is not None and champ.config_id == winner:
+            decision = registry.Decision(
+                registry.KEEP, [f"the best candidate is the current champion v{champ.version}"],
+                challenger_composite=wm["composite"], champion_composite=wm["composite"],
+                champion_version=champ.version,
+            )  # fmt: skip
+        else:
+            champ_metrics = None
+            if champ is not None:
+                if champ.config_id in results:
+                    champ_metrics = results[champ.config_id]
+                elif champ.dataset_digest == dataset["digest"]:
+                    champ_metrics = {"composite": champ.composite}
+            decision = registry.decide(wm, champ_metrics, suite.gate, champion_version=champ_version)
+
+    if winner is not None and decision.outcome != registry.KEEP:
+        cfg = sweep["configs"][winner]
+        wm = results[winner]
+        serving_config = {k: v for k, v in cfg.items() if k not in ("role", "source")}
+        serving_config["model_source"] = cfg["source"]
+        tags = {
+            "llmops.config_id": winner,
+            "llmops.composite": f"{wm['composite']:.6f}",
+            "llmops.dataset_digest": dataset["digest"],
+            "llmops.scoring_digest": scoring_digest(suite),
+            "llmops.suite": suite.name,
+            "llmops.suite_digest": suite.digest,
+            "llmops.airflow_run_id": context["run_id"],
+            "llmops.parent_run_id": sweep["parent_run_id"],
+            "llmops.git_commit": context.get("git_commit") or settings.git_commit(),
+            "llmops.decision": decision.outcome,
+            "llmops.decision_reasons": " | ".join(decision.reasons),
+            "llmops.compared_with": f"v{champ_version}" if champ_version else "none",
+            "llmops.champion_before": champ_version or "",
+        }
+        version = registry.register_version(
+            name, sweep["child_run_ids"][winner], serving_config, tags=tags, tracking_uri=uri,
+            description=f"{Config.from_json(cfg).label}; composite {wm['composite']:.4f}",
+        )  # fmt: skip
+        report["version"] = version
+        if decision.outcome == registry.PROMOTE:
+            try:
+                registry.promote(name, version, champ_version, uri)
+            except RegistryError as e:
+                registry.tag_version(name, version, {"llmops.decision": "ABORTED", "llmops.decision_reasons": str(e)}, uri)
+                raise
+            log.info("PROMOTE: champion -> v%s (was %s)", version, f"v{champ_version}" if champ_version else "none")
+        else:
+            log.info("%s: champion stays %s", decision.outcome, f"v{champ_version}" if champ_version else "unset")
+    report["decision"] = decision.to_json()
+    report["aliases"] = registry.aliases(name, uri)
+    _tag_parent(sweep["parent_run_id"], decision.outcome, decision.reasons, report["version"], uri)
+    return dump_nan(report)
+
+
+def _resume_registration(name: str, version: str, sweep: dict, uri: str) -> dict:
+    """This DAG run already registered `version`; complete a PROMOTE that was
+    cut short (compare-and-set against the champion recorded before), and
+    report the decision recorded on the version."""
+    tags = registry.version_tags(name, version, uri)
+    outcome = tags.get("llmops.decision", registry.REJECT)
+    before = tags.get("llmops.champion_before") or None
+    current = registry.aliases(name, uri).get(registry.CHAMPION)
+    if outcome == registry.PROMOTE and current != version:
+        registry.promote(name, version, before, uri)
+        log.info("resumed: champion -> v%s", version)
+    reasons = [r for r in tags.get("llmops.decision_reasons", "").split(" | ") if r]
+    decision = registry.Decision(outcome, reasons, champion_version=before,
+                                 challenger_composite=float(tags.get("llmops.composite", "nan")))  # fmt: skip
+    _tag_parent(sweep["parent_run_id"], outcome, reasons, version, uri)
+    aliases_before = {registry.CHAMPION: before} if before else {}
+    return {"registered_model": name, "version": version, "aliases_before": aliases_before,
+            "decision": decision.to_json(), "aliases": registry.aliases(name, uri)}  # fmt: skip
+
+
+def _tag_parent(parent_run_id: str, outcome: str, reasons: list[str], version: str | None, uri: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    client.set_tag(parent_run_id, "llmops.decision", outcome)
+    client.set_tag(parent_run_id, "llmops.decision_reasons", " | ".join(reasons))
+    if version:
+        client.set_tag(parent_run_id, "llmops.registered_version", version)
+
+
+def final_report(suite_path: str, dataset: dict, sweep: dict, decision: dict, context: dict) -> dict:
+    suite = load_suite(suite_path)
+    report = {
+        "suite": suite.name,
+        "suite_path": suite.source_path,
+        "airflow_run_id": context["run_id"],
+        "dataset": dataset,
+        "tracking_uri": settings.tracking_uri(),
+        "experiment": suite.experiment_name,
+        "experiment_id": sweep["experiment_id"],
+        "parent_run_id": sweep["parent_run_id"],
+        "leaderboard": sweep["leaderboard"],
+        **decision,
+    }
+    path = run_dir(context["run_id"]) / "report.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    (settings.home() / "last_report.json").write_text(json.dumps(report, indent=2, default=str))
+    report["report_path"] = str(path)
+    return report
+
+
+__all__ = [
+    "check_suite", "check_dataset", "plan", "models_of", "generate_config", "score_config",
+    "log_sweep", "register_and_decide", "final_report", "dataset_digest",
+]  # fmt: skip

@@ -1,0 +1,100 @@
+"""Composite score and ranking.
+
+Per example, the composite is the weighted mean of the suite's weighted
+metrics; if any of them could not be computed for that example, its composite
+is NaN (never 0). Per configuration:
+
+    composite = mean(per-example composite over scored examples) * coverage
+    coverage  = scored examples / all examples
+
+so failed requests and unscorable answers lower the composite through
+coverage instead of being scored as empty answers. A configuration is
+eligible to win only if it meets the gate's failed-rate ceiling, minimum
+number of scored examples and per-metric floors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evaluation.suite import Gate
+
+
+def example_composite(metrics: dict[str, float], weights: dict[str, float]) -> float:
+    total_w = sum(weights.values())
+    acc = 0.0
+    for m, w in weights.items():
+        v = metrics.get(m, math.nan)
+        if v is None or math.isnan(v):
+            return math.nan
+        acc += w * v
+    return acc / total_w
+
+
+def config_summary(per_example: list[dict], n_total: int) -> dict[str, float]:
+    """Composite, coverage and counts from per-example rows that carry
+    `success` and `composite`."""
+    n_failed = sum(1 for r in per_example if not r["success"])
+    comps = np.array([r["composite"] for r in per_example if r["success"]], dtype=float)
+    scored = comps[~np.isnan(comps)]
+    coverage = scored.size / n_total if n_total else 0.0
+    return {
+        "n_examples": float(n_total),
+        "n_scored": float(scored.size),
+        "failed_rate": n_failed / n_total if n_total else math.nan,
+        "coverage": coverage,
+        "composite": float(scored.mean()) * coverage if scored.size else math.nan,
+    }
+
+
+@dataclass
+class Ranked:
+    config_id: str
+    metrics: dict[str, float]
+    eligible: bool
+    reasons: list[str] = field(default_factory=list)
+    rank: int = 0
+
+
+def eligibility(metrics: dict[str, float], gate: Gate) -> list[str]:
+    reasons = []
+    if math.isnan(metrics.get("composite", math.nan)):
+        reasons.append("no scored examples (composite is NaN)")
+    if metrics.get("failed_rate", 1.0) > gate.max_failed_rate:
+        reasons.append(f"failed_rate {metrics['failed_rate']:.3f} > ceiling {gate.max_failed_rate}")
+    if metrics.get("n_scored", 0) < gate.min_scored_examples:
+        reasons.append(f"{int(metrics.get('n_scored', 0))} scored examples < minimum {gate.min_scored_examples}")
+    for m, floor in gate.floors.items():
+        v = metrics.get(m, math.nan)
+        if math.isnan(v):
+            reasons.append(f"{m} missing (floor {floor})")
+        elif v < floor:
+            reasons.append(f"{m} {v:.3f} < floor {floor}")
+    return reasons
+
+
+def rank_configs(results: dict[str, dict[str, float]], gate: Gate) -> list[Ranked]:
+    """Eligible configurations first, by composite (descending); ties broken
+    by lower p95 latency, then by config id for determinism."""
+    ranked = []
+    for cid, m in results.items():
+        reasons = eligibility(m, gate)
+        ranked.append(Ranked(cid, m, eligible=not reasons, reasons=reasons))
+
+    def key(r: Ranked):
+        comp = r.metrics.get("composite", math.nan)
+        lat = r.metrics.get("latency_e2e_p95_s", math.nan)
+        return (
+            not r.eligible,
+            -(comp if not math.isnan(comp) else -math.inf),
+            lat if not math.isnan(lat) else math.inf,
+            r.config_id,
+        )
+
+    ranked.sort(key=key)
+    for i, r in enumerate(ranked, start=1):
+        r.rank = i
+    return ranked

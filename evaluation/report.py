@@ -1,0 +1,60 @@
+"""Terminal rendering of a run's report: the leaderboard and the decision."""
+
+from __future__ import annotations
+
+import math
+
+COLUMNS = [
+    ("rank", "#", "{:d}"),
+    ("model", "model", "{}"),
+    ("template", "template", "{}"),
+    ("sampling", "sampling", "{}"),
+    ("relevance", "relev", "{:.3f}"),
+    ("groundedness", "ground", "{:.3f}"),
+    ("latency_e2e_p50_s", "p50 s", "{:.2f}"),
+    ("latency_e2e_p95_s", "p95 s", "{:.2f}"),
+    ("failed_rate", "failed", "{:.0%}"),
+    ("composite", "composite", "{:.4f}"),
+]
+
+
+def _cell(fmt: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return fmt.format(v)
+
+
+def format_leaderboard(rows: list[dict]) -> str:
+    table = [[h for _, h, _ in COLUMNS] + ["note"]]
+    for r in rows:
+        note = "" if r.get("eligible", True) else "ineligible: " + r.get("note", "")
+        table.append([_cell(f, r.get(k)) for k, _, f in COLUMNS] + [note])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for j, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if i in (1, 2, 3, 10) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_report(rep: dict) -> str:
+    d = rep["decision"]
+    before = rep.get("aliases_before") or {}
+    after = rep.get("aliases") or {}
+    moved = [f"{a}: {f'v{before[a]}' if a in before else '-'} -> v{after[a]}" for a in sorted(after) if before.get(a) != after[a]]
+    out = [
+        "",
+        f"Suite {rep['suite']}  |  dataset {rep['dataset']['rows']} rows (digest {rep['dataset']['digest']})  |  Airflow run {rep['airflow_run_id']}",
+        "",
+        format_leaderboard(rep["leaderboard"]),
+        "",
+        f"Decision: {d['outcome']}" + (f" (registered {rep['registered_model']} v{rep['version']})" if rep.get("version") else ""),
+        *[f"  - {r}" for r in d["reasons"]],
+        "Aliases: " + (", ".join(f"{a}=v{v}" for a, v in sorted(after.items())) or "none"),
+        *([f"  moved: {m}" for m in moved] or ["  no alias moved"]),
+        "",
+        f"MLflow: {rep['tracking_uri']}  experiment '{rep['experiment']}' (id {rep['experiment_id']}), parent run {rep['parent_run_id']}",
+        "Open the UI with `make ui` (MLflow on http://127.0.0.1:5000).",
+    ]
+    return "\n".join(out)

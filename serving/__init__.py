@@ -1,0 +1,1 @@
+"""Serving: vLLM engine lifecycle and local model materialization."""
