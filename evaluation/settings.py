@@ -3,6 +3,7 @@ directory `.llmops/` in the working directory) and overridable by env vars:
 
 LLMOPS_HOME            state directory (Airflow home, MLflow DB and artifacts,
                        converted models, engine records and logs, cache, runs)
+LLMOPS_MODELS_DIR      converted bundled models (default LLMOPS_HOME/models)
 LLMOPS_ENGINE_PYTHON   python of the engine virtualenv (vLLM CPU build)
 MLFLOW_TRACKING_URI    tracking + registry store; default sqlite in LLMOPS_HOME
 """
@@ -27,7 +28,7 @@ def engine_python() -> Path:
 
 
 def models_dir() -> Path:
-    return home() / "models"
+    return Path(os.environ.get("LLMOPS_MODELS_DIR") or home() / "models").resolve()
 
 
 def cache_dir() -> Path:

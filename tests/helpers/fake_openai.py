@@ -1,0 +1,101 @@
+"""A small OpenAI-compatible server for fault injection.
+
+The real vLLM engine cannot be made to return 503s, stall, send malformed
+streams or die after exactly N requests on demand, so the generation client's
+failure handling is tested against this fake. Everything else is tested
+against the real engine (tests/e2e).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Behaviour:
+    answer: str = "Paris is the capital of France."
+    fail_first: int = 0  # per prompt: answer 503 this many times first
+    status: int | None = None  # always answer this HTTP status
+    stall_s: float = 0.0  # sleep before answering
+    die_after: int | None = None  # stop the server after this many successful answers
+    requests: int = 0
+    successes: int = 0
+    seen: dict = field(default_factory=dict)
+    bodies: list = field(default_factory=list)
+
+
+class FakeOpenAI:
+    def __init__(self, behaviour: Behaviour | None = None):
+        self.b = behaviour or Behaviour()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        app = Starlette(
+            routes=[
+                Route("/health", self.health),
+                Route("/v1/chat/completions", self.complete, methods=["POST"]),
+                Route("/v1/completions", self.complete, methods=["POST"]),
+            ]
+        )
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def health(self, request: Request):
+        return JSONResponse({})
+
+    async def complete(self, request: Request):
+        b = self.b
+        body = await request.json()
+        b.requests += 1
+        b.bodies.append(body)
+        key = json.dumps(body.get("messages") or body.get("prompt"))
+        b.seen[key] = b.seen.get(key, 0) + 1
+        if b.stall_s:
+            await asyncio.sleep(b.stall_s)
+        if b.status:
+            return JSONResponse({"error": "injected"}, status_code=b.status)
+        if b.seen[key] <= b.fail_first:
+            return JSONResponse({"error": "injected 503"}, status_code=503)
+        if b.die_after is not None and b.successes >= b.die_after:
+            self.server.should_exit = True
+            return JSONResponse({"error": "dying"}, status_code=503)
+        b.successes += 1
+        chat = "messages" in body
+
+        async def stream():
+            words = b.answer.split(" ")
+            for i, w in enumerate(words):
+                piece = w if i == 0 else " " + w
+                choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+                yield f"data: {json.dumps({'choices': [choice]})}\n\n"
+                await asyncio.sleep(0.001)
+            last = {"index": 0, "delta": {}, "finish_reason": "stop"} if chat else {"index": 0, "text": "", "finish_reason": "stop"}
+            yield f"data: {json.dumps({'choices': [last]})}\n\n"
+            usage = {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}
+            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
