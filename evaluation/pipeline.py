@@ -92,11 +92,13 @@ def plan(suite_path: str) -> list[dict]:
         ids = {c["config_id"] for c in configs}
         by_name = {c.name: c for c in suite.candidates}
         if champ.config_id in ids:
+            for c in configs:
+                c["is_champion"] = c["config_id"] == champ.config_id
             log.info("champion v%s is one of this sweep's configurations", champ.version)
         elif champ.config.get("model") in by_name:
             cand = by_name[champ.config["model"]]
             cfg = Config.from_json({**champ.config, "source": cand.source.model_dump(exclude_none=True)})
-            configs.append(dict(cfg.to_json(), role="champion"))
+            configs.append(dict(cfg.to_json(), role="champion", is_champion=True))
             log.info("champion v%s (%s) is re-evaluated on this dataset as a baseline", champ.version, cfg.label)
         else:
             log.warning(
@@ -303,7 +305,8 @@ def log_sweep(suite_path: str, scored: list[dict], dataset: dict, context: dict)
                 rows = [json.loads(x) for x in (run_dir(run_id) / f"scores-{cfg.config_id}.jsonl").read_text().splitlines()]
                 mlflow.log_table(pd.DataFrame(rows), "per_example.json")
                 child_ids[cfg.config_id] = child.info.run_id
-        board = leaderboard_rows(ranked, candidates)
+        baseline = [s for s in scored if s["config"]["role"] == "champion"]
+        board = leaderboard_rows(ranked, candidates, baseline)
         mlflow.log_table(pd.DataFrame(board), "leaderboard.json")
         best = ranked[0] if ranked and ranked[0].eligible else None
         if best:
@@ -323,28 +326,28 @@ def log_sweep(suite_path: str, scored: list[dict], dataset: dict, context: dict)
     })
 
 
-def leaderboard_rows(ranked, candidates: dict[str, dict]) -> list[dict]:
-    rows = []
-    for r in ranked:
-        cfg = Config.from_json(candidates[r.config_id]["config"])
-        m = r.metrics
-        rows.append(
-            {
-                "rank": r.rank,
-                "config_id": r.config_id,
-                "model": cfg.model,
-                "template": cfg.template_name,
-                "sampling": cfg.sampling.short(),
-                "relevance": m.get("relevance", math.nan),
-                "groundedness": m.get("groundedness", math.nan),
-                "latency_e2e_p50_s": m.get("latency_e2e_p50_s", math.nan),
-                "latency_e2e_p95_s": m.get("latency_e2e_p95_s", math.nan),
-                "failed_rate": m.get("failed_rate", math.nan),
-                "composite": m.get("composite", math.nan),
-                "eligible": r.eligible,
-                "note": "; ".join(r.reasons),
-            }
-        )
+def leaderboard_rows(ranked, candidates: dict[str, dict], baseline: list[dict] = ()) -> list[dict]:
+    """One row per candidate in rank order, then the champion's baseline
+    row (rank None) when it was re-evaluated outside the grid."""
+
+    def row(rank, cfg_json: dict, m: dict, eligible: bool, note: str) -> dict:
+        cfg = Config.from_json(cfg_json)
+        if cfg_json.get("is_champion"):
+            note = "; ".join(x for x in ("current champion", note) if x)
+        return {
+            "rank": rank,
+            "config_id": cfg.config_id,
+            "model": cfg.model,
+            "template": cfg.template_name,
+            "sampling": cfg.sampling.short(),
+            **{k: m.get(k, math.nan) for k in ("relevance", "groundedness", "latency_ttft_p95_s",
+                                               "latency_e2e_p50_s", "latency_e2e_p95_s", "failed_rate", "composite")},
+            "eligible": eligible,
+            "note": note,
+        }  # fmt: skip
+
+    rows = [row(r.rank, candidates[r.config_id]["config"], r.metrics, r.eligible, "; ".join(r.reasons)) for r in ranked]
+    rows += [row(None, b["config"], b["metrics"], True, "baseline, not a candidate") for b in baseline]
     return rows
 
 

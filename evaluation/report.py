@@ -20,14 +20,14 @@ COLUMNS = [
 
 def _cell(fmt: str, v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
+        return "-" if fmt == "{:d}" else "n/a"
     return fmt.format(v)
 
 
 def format_leaderboard(rows: list[dict]) -> str:
     table = [[h for _, h, _ in COLUMNS] + ["note"]]
     for r in rows:
-        note = "" if r.get("eligible", True) else "ineligible: " + r.get("note", "")
+        note = r.get("note", "") if r.get("eligible", True) else "ineligible: " + r.get("note", "")
         table.append([_cell(f, r.get(k)) for k, _, f in COLUMNS] + [note])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = []

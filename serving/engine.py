@@ -175,6 +175,12 @@ class EngineManager:
             "--model", str(model_dir), "--served-model-name", name,
             "--host", "127.0.0.1", "--port", str(port),
             "--max-model-len", str(max_model_len), "--enforce-eager", "--dtype", "bfloat16",
+            # Chunked prefill splits a prompt across scheduler steps; for a
+            # seeded request vLLM then rewinds its torch.Generator offset,
+            # which CPU generators do not support ("CPU Generator does not use
+            # offset") and the engine dies. Whole-prompt prefill avoids it.
+            # See docs/engine-notes.md.
+            "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(4096, max_model_len)),
             *(extra_args or []),
         ]  # fmt: skip
         env = {

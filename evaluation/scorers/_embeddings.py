@@ -31,5 +31,5 @@ def embed(texts: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(uniq, vecs))
 
 
-def split_sentences(text: str, min_chars: int = 3) -> list[str]:
+def split_sentences(text: str, min_chars: int = 1) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) >= min_chars]

@@ -14,7 +14,7 @@ from evaluation.scorers._embeddings import embed, split_sentences
 
 @register_scorer("groundedness")
 class Groundedness(Scorer):
-    version = "1"
+    version = "2"
 
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
         answer_sents = [split_sentences(i.result.text) for i in items]
