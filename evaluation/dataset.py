@@ -115,7 +115,7 @@ def validate_dataset(
     examples = load_examples(path, limit)
     df = pd.DataFrame(
         {
-            "id": [e.id for e in examples],
+            "id": [e.id.strip() for e in examples],
             "question": [e.question.strip() for e in examples],
             "n_contexts": [len(e.contexts) for e in examples],
             "min_context_chars": [min((len(c.strip()) for c in e.contexts), default=0) for e in examples],
@@ -162,7 +162,7 @@ def validate_dataset(
         if res.success:
             continue
         idx = res.result.get("unexpected_index_list") or []
-        ids = sorted({df.loc[i, "id"] if not isinstance(i, dict) else str(i) for i in idx})
+        ids = sorted({examples[i].id if not isinstance(i, dict) else str(i) for i in idx})
         failures.append(f"column '{column}': {what}: row id(s) {ids[:20]}{' ...' if len(ids) > 20 else ''}")
     if failures:
         raise DatasetError(f"{path}: dataset failed validation:\n  " + "\n  ".join(failures))

@@ -319,9 +319,7 @@ def log_sweep(suite_path: str, scored: list[dict], dataset: dict, context: dict)
         "leaderboard": board,
         "winner": best.config_id if best else None,
         "winner_reasons": [] if best else [f"{r.config_id}: {'; '.join(r.reasons)}" for r in ranked],
-        "results": {
-            cid: {"metrics": s["metrics"]} for cid, s in ((s["config"]["config_id"], s) for s in scored)
-        },
+        "results": {s["config"]["config_id"]: {"metrics": s["metrics"]} for s in scored},
         "configs": {s["config"]["config_id"]: s["config"] for s in scored},
     })
 

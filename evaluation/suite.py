@@ -134,6 +134,14 @@ class DatasetSpec(_Strict):
     max_question_chars: int = Field(500, ge=1)
     max_context_chars: int = Field(4000, ge=1)
 
+    @model_validator(mode="after")
+    def _bounds(self) -> "DatasetSpec":
+        if self.min_question_chars > self.max_question_chars:
+            raise ValueError(
+                f"min_question_chars ({self.min_question_chars}) > max_question_chars ({self.max_question_chars})"
+            )
+        return self
+
 
 class Scoring(_Strict):
     scorers: list[str] = Field(
@@ -218,6 +226,11 @@ class Suite(_Strict):
                 f"scoring.weights: metric(s) {bad} are not produced by the selected scorers; "
                 f"weightable: {sorted(produced)}"
             )
+        floorable = {m for n, s in known.items() if n in self.scoring.scorers for m in s["metrics"]}
+        floorable |= {"composite", "coverage"}
+        bad = sorted(set(self.gate.floors) - floorable)
+        if bad:
+            raise ValueError(f"gate.floors: unknown metric(s) {bad}; choose from {sorted(floorable)}")
         return self
 
     @property
@@ -241,6 +254,21 @@ def sha256_json(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of keeping the last."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _format_errors(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid suite ({err.error_count()} error(s))"]
     for e in err.errors():
@@ -258,7 +286,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
     if not p.is_file():
         raise SuiteError(f"{p}: suite file not found")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise SuiteError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):

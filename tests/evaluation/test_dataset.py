@@ -174,6 +174,7 @@ def test_validate_good_and_bad_files(tmp_path):
         _row("emptyctx", contexts=["A fine context sentence.", "  "]),
         _row("long", contexts=["x" * 120]),
         _row(7),
+        _row("blank", id="   "),
     ]
     bad = _write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DatasetError) as exc:
@@ -181,6 +182,9 @@ def test_validate_good_and_bad_files(tmp_path):
     msg = str(exc.value)
     assert str(bad) in msg
     assert "failed validation" in msg
+
+    blank = _failure_line(msg, "empty id")
+    assert _ids_in(blank) == {"   "}
 
     dup = _failure_line(msg, "duplicate id")
     assert "column 'id'" in dup

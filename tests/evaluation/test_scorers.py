@@ -205,6 +205,18 @@ def test_empty_answer_is_nan_and_counted(relevance, groundedness, empty):
         assert agg[metric] == pytest.approx(out[0][metric])
 
 
+def test_short_nonempty_answer_is_scored(relevance, groundedness):
+    """Only an empty answer is unscorable: a terse answer such as "7" is a
+    real answer and must get a value (a NaN would count it against coverage
+    like a failed request)."""
+    week = Example("t-2", "How many days are there in a week?", ("A week has seven days.",))
+    items = [_item(week, "7"), _item(week, "7.")]
+    for scorer, metric in ((relevance, "relevance"), (groundedness, "groundedness")):
+        for d in scorer.score(items, _ctx()):
+            assert not math.isnan(d[metric])
+            assert 0.0 <= d[metric] <= 1.0
+
+
 def test_all_empty_aggregate_is_nan(relevance):
     out = relevance.score([_item(BEES, ""), _item(FRANCE, "")], _ctx())
     agg = relevance.aggregate(out)

@@ -151,6 +151,15 @@ def _duplicate_candidates(s):
     s["candidates"][1]["name"] = "model-a"
 
 
+def _unknown_floor(s):
+    s["gate"]["floors"] = {"relevnace": 0.3}
+
+
+def _inverted_bounds(s):
+    s["dataset"]["min_question_chars"] = 100
+    s["dataset"]["max_question_chars"] = 10
+
+
 INVALID = [
     pytest.param(_unknown_top, ["nmae", "unknown field"], id="unknown-top-level-key"),
     pytest.param(_unknown_nested, ["search_space.temprature", "unknown field"], id="unknown-nested-key"),
@@ -163,7 +172,18 @@ INVALID = [
     pytest.param(_unknown_weight, ["scoring.weights", "fluency"], id="unknown-weight-metric"),
     pytest.param(_unknown_scorer, ["scoring.scorers", "bleurt"], id="unknown-scorer"),
     pytest.param(_duplicate_candidates, ["candidates", "duplicate", "model-a"], id="duplicate-candidates"),
+    pytest.param(_unknown_floor, ["gate.floors", "relevnace"], id="unknown-floor-metric"),
+    pytest.param(_inverted_bounds, ["dataset", "min_question_chars (100) > max_question_chars (10)"],
+                 id="inverted-length-bounds"),
 ]
+
+
+def test_duplicate_yaml_keys_are_rejected(tmp_path):
+    text = yaml.safe_dump(_base_suite(), sort_keys=False) + "gate: {max_failed_rate: 0.9}\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(SuiteError, match="duplicate key 'gate'") as exc:
+        load_suite(path)
+    assert str(path.resolve()) in str(exc.value)
 
 
 @pytest.mark.parametrize("mutate, needles", INVALID)
