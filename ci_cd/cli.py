@@ -3,7 +3,9 @@
 Everything lives in a project-local state directory (LLMOPS_HOME, default
 ./.llmops): the Airflow home and its SQLite DB, the MLflow SQLite DB and
 artifacts, converted models, engine records and logs, the result cache.
-MLFLOW_TRACKING_URI overrides where runs and the registry live.
+MLFLOW_TRACKING_URI overrides where runs and the registry live;
+LLMOPS_ARTIFACT_STORE where the promotion ledger lives (a directory or
+gs://bucket/prefix; default .llmops/store).
 """
 
 from __future__ import annotations
@@ -69,16 +71,11 @@ def ensure_airflow_db(env: dict[str, str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from evaluation.errors import LLMOpsError
     from evaluation.report import format_report
     from evaluation.suite import load_suite
 
     suite_path = str(Path(args.suite).resolve())
-    try:  # fail fast, before any engine or Airflow work
-        suite = load_suite(suite_path)
-    except LLMOpsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    suite = load_suite(suite_path)  # fail fast, before any engine or Airflow work
     env = airflow_env(suite_path)
     ensure_airflow_db(env)
     last = settings.home() / "last_report.json"
@@ -100,15 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from evaluation.errors import LLMOpsError
     from evaluation.pipeline import check_dataset, check_suite
 
-    try:
-        s = check_suite(str(Path(args.suite).resolve()))
-        d = check_dataset(s["path"])
-    except LLMOpsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    s = check_suite(str(Path(args.suite).resolve()))
+    d = check_dataset(s["path"])
     print(f"suite {s['name']} OK: {s['configs']} configurations; dataset OK: {d['rows']} rows, digest {d['digest']}")
     return 0
 
@@ -196,6 +188,36 @@ def cmd_report(_: argparse.Namespace) -> int:
     return 0
 
 
+def _registered_model(args: argparse.Namespace) -> str:
+    if args.registered_model:
+        return args.registered_model
+    from evaluation.suite import load_suite
+
+    return load_suite(args.suite).registered_model
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from evaluation.pipeline import rollback_champion
+
+    res = rollback_champion(_registered_model(args), reason=args.reason)
+    print(f"champion v{res['from']} -> v{res['to']} (ledger entry {res['entry']}); aliases now {res['aliases']}")
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from evaluation.ledger import Ledger
+
+    name = _registered_model(args)
+    entries = Ledger(settings.artifact_store_uri(), name).entries()
+    if not entries:
+        print(f"{name}: the promotion ledger in {settings.artifact_store_uri()} is empty")
+    for e in entries:
+        prev = f"v{e.previous_version}" if e.previous_version else "-"
+        print(f"{e.seq:4d}  {e.timestamp}  {e.action:8s}  {prev} -> v{e.version}  run {e.dag_run_id or '-'}  "
+              f"commit {e.git_commit[:10]}  {' | '.join(e.reasons)}")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -223,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("action", choices=["list", "stop"], nargs="?", default="list")
     e.set_defaults(func=cmd_engines)
 
+    for name, func, text in (
+        ("rollback", cmd_rollback, "move champion back to the promotion ledger's previous version"),
+        ("ledger", cmd_ledger, "show the promotion ledger of a registered model"),
+    ):
+        c = sub.add_parser(name, help=text)
+        g = c.add_mutually_exclusive_group()
+        g.add_argument("--registered-model", help="registered model name")
+        g.add_argument("--suite", default=str(settings.BUNDLED_SUITE), help="take the registered model from a suite")
+        if name == "rollback":
+            c.add_argument("--reason", default="manual rollback (llmops rollback)", help="recorded in the ledger")
+        c.set_defaults(func=func)
+
     sub.add_parser("scorers", help="list registered scorers").set_defaults(func=cmd_scorers)
     sub.add_parser("report", help="print the last run's leaderboard and decision").set_defaults(func=cmd_report)
     return p
@@ -233,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from evaluation.errors import LLMOpsError
+
+    try:
+        return args.func(args)
+    except LLMOpsError as e:  # bad input or registry state: a clear message, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,15 +5,18 @@ Evaluates every candidate LLM configuration of a suite (model x sampling
 parameters x prompt template) on a vLLM engine, scores the answers, registers
 the best configuration in the MLflow Model Registry (alias `challenger`) and
 moves `champion` to it only when it beats the current champion on the same
-examples by the suite's margin.
+examples: the lower bound of the paired confidence interval of the improvement
+must clear the suite's margin (see README "Gate").
 
-`validate_suite -> validate_dataset -> plan_configs -> start_engines ->
+`choose_action -> validate_suite -> validate_dataset -> plan_configs -> start_engines ->
 generate[config] -> score[config] -> log_to_mlflow -> register_and_promote ->
 report -> announce_champion` (asset event on PROMOTE), with `stop_engines`
 as teardown.
 
 Params: `suite` (path to a suite YAML), `keep_engines` (leave the vLLM servers
-this run started running). Bad suites and datasets fail at once (no retries);
+this run started running), `rollback` (instead of evaluating, move `champion`
+back to the promotion ledger's previous version; `rollback_reason` is
+recorded). Bad suites and datasets fail at once (no retries);
 engine and network faults are retried with backoff and resume from the cache.
 Task bodies live in `evaluation.pipeline` and `serving.endpoints`.
 """
@@ -67,6 +70,8 @@ def _ctx() -> tuple[str, dict]:
     params={
         "suite": Param(SUITE, type="string", description="Path to the evaluation suite YAML"),
         "keep_engines": Param(False, type="boolean", description="Leave vLLM servers started by this run running"),
+        "rollback": Param(False, type="boolean", description="Only move champion back to the ledger's previous version"),
+        "rollback_reason": Param("rollback requested through the DAG", type="string"),
     },
     default_args={
         "retries": 2,
@@ -76,6 +81,20 @@ def _ctx() -> tuple[str, dict]:
     },
 )
 def llm_eval_promote():
+    @task.branch
+    def choose_action() -> str:
+        return "rollback_champion" if get_current_context()["params"].get("rollback") else "validate_suite"
+
+    @task(retries=0)
+    @permanent_errors_fail_fast
+    def rollback_champion() -> dict:
+        from evaluation import pipeline
+        from evaluation.suite import load_suite
+
+        ctx = get_current_context()
+        name = load_suite(ctx["params"]["suite"]).registered_model
+        return pipeline.rollback_champion(name, reason=ctx["params"]["rollback_reason"], dag_run_id=ctx["run_id"])
+
     @task(retries=0)
     @permanent_errors_fail_fast
     def validate_suite() -> dict:
@@ -180,7 +199,9 @@ def llm_eval_promote():
             return []
         return stop_endpoints(endpoints)
 
+    action = choose_action()
     suite = validate_suite()
+    action >> [suite, rollback_champion()]
     dataset = validate_dataset(suite)
     configs = plan_configs(dataset)
     endpoints = start_engines(configs)

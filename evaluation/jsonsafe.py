@@ -1,5 +1,6 @@
-"""NaN-safe values for Airflow XComs (JSON without NaN): NaN travels as
-None and is turned back into NaN by the reader. NaN means "not scored"."""
+"""NaN-safe values for Airflow XComs and stored records (strict JSON has no
+NaN or infinity): non-finite floats travel as None and metrics are turned
+back into NaN by the reader. NaN means "not scored"."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 
 def dump_nan(obj):
-    if isinstance(obj, float) and math.isnan(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: dump_nan(v) for k, v in obj.items()}

@@ -22,6 +22,7 @@ from evaluation.errors import RegistryError
 from evaluation.dataset import Example, dataset_digest, load_examples
 from evaluation.generation import RequestResult, generate
 from evaluation.jsonsafe import dump_nan, load_metrics
+from evaluation.ledger import Ledger
 from evaluation.ranking import config_summary, example_composite, rank_configs
 from evaluation.scorers import ScoringContext, ScoringItem, get_scorer
 from evaluation.suite import Suite, load_suite, sha256_json
@@ -103,7 +104,7 @@ def plan(suite_path: str) -> list[dict]:
         else:
             log.warning(
                 "champion v%s serves model %r, which is not a candidate of this suite: it cannot be "
-                "re-evaluated here; its recorded composite is used only if the dataset is unchanged",
+                "re-evaluated on these examples, so the gate can only be INCONCLUSIVE",
                 champ.version, champ.config.get("model"),
             )  # fmt: skip
     return configs
@@ -364,9 +365,13 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
     done = registry.find_version_for_run(name, context["run_id"], uri)
     if done is not None:  # a retry of this task: finish what the first try decided
         return dump_nan(_resume_registration(name, done, sweep, uri))
+    # Read together at decision time: the promotion is a compare-and-set on both.
+    ledger = Ledger(settings.artifact_store_uri(), name)
+    head = ledger.head()
     champ = registry.current_champion(name, uri)
     champ_version = champ.version if champ else None
-    report = {"registered_model": name, "version": None, "aliases_before": registry.aliases(name, uri)}
+    report = {"registered_model": name, "version": None, "aliases_before": registry.aliases(name, uri),
+              "comparison": []}  # fmt: skip
 
     winner = sweep["winner"]
     if winner is None:
@@ -380,13 +385,13 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
                 champion_version=champ.version,
             )  # fmt: skip
         else:
-            champ_metrics = None
-            if champ is not None:
-                if champ.config_id in results:
-                    champ_metrics = results[champ.config_id]
-                elif champ.dataset_digest == dataset["digest"]:
-                    champ_metrics = {"composite": champ.composite}
-            decision = registry.decide(wm, champ_metrics, suite.gate, champion_version=champ_version)
+            if champ is not None and champ.config_id in results:
+                comparisons = paired_comparisons(suite, context["run_id"], sweep, winner, champ.config_id)
+                report["comparison"] = [c.to_json() for c in comparisons]
+                composite = next(c for c in comparisons if c.metric == "composite")
+            else:
+                composite = None  # champion could not be re-evaluated here: INCONCLUSIVE
+            decision = registry.decide(wm, composite, suite.gate, champion_version=champ_version)
 
     if winner is not None and decision.outcome != registry.KEEP:
         cfg = sweep["configs"][winner]
@@ -415,7 +420,12 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
         report["version"] = version
         if decision.outcome == registry.PROMOTE:
             try:
-                registry.promote(name, version, champ_version, uri)
+                registry.promote(
+                    name, version, champ_version, uri, ledger=ledger, expected_head=head,
+                    reasons=decision.reasons, dag_run_id=context["run_id"], git_commit=tags["llmops.git_commit"],
+                    evidence={"parent_run_id": sweep["parent_run_id"], "config_id": winner,
+                              "dataset_digest": dataset["digest"], "comparison": report["comparison"]},
+                )  # fmt: skip
             except RegistryError as e:
                 registry.tag_version(name, version, {"llmops.decision": "ABORTED", "llmops.decision_reasons": str(e)}, uri)
                 raise
@@ -425,7 +435,71 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
     report["decision"] = decision.to_json()
     report["aliases"] = registry.aliases(name, uri)
     _tag_parent(sweep["parent_run_id"], decision.outcome, decision.reasons, report["version"], uri)
+    if report["comparison"]:
+        _log_promotion_report(suite, sweep["parent_run_id"], report, context["run_id"], uri)
     return dump_nan(report)
+
+
+def _scores(run_id: str, config_id: str) -> list[dict]:
+    path = run_dir(run_id) / f"scores-{config_id}.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _values(rows: list[dict], metric: str) -> dict[str, float]:
+    """Per-example values keyed by example id. For the composite an example
+    that failed or could not be scored counts 0, exactly as it does in the
+    configuration's coverage-weighted composite, so the mean of these values
+    *is* that composite; other metrics pair only examples scored on both sides."""
+    out = {}
+    for r in rows:
+        v = r.get(metric)
+        v = math.nan if v is None else float(v)
+        if metric == "composite" and math.isnan(v):
+            v = 0.0
+        out[r["example_id"]] = v
+    return out
+
+
+def paired_comparisons(suite: Suite, run_id: str, sweep: dict, winner: str, champion: str):
+    """Winner vs champion on every weighted metric and the composite, plus
+    Holm's adjustment of the composite p-value over all eligible candidates
+    (each was, in effect, tested against the champion)."""
+    from evaluation.scorers import scorer_for_metric
+    from evaluation.stats import holm, paired_compare
+
+    g = suite.gate
+    kw = dict(resamples=g.bootstrap_resamples, confidence=g.confidence, seed=g.seed)
+    champ_rows = _scores(run_id, champion)
+    out = []
+    for metric in [*suite.scoring.weights, "composite"]:
+        hib = True if metric == "composite" else scorer_for_metric(metric).higher_is_better
+        out.append(paired_compare(_values(_scores(run_id, winner), metric), _values(champ_rows, metric),
+                                  metric=metric, higher_is_better=hib, **kw))  # fmt: skip
+    eligible = [row["config_id"] for row in sweep["leaderboard"] if row["rank"] is not None and row["eligible"]]
+    champ_comp = _values(champ_rows, "composite")
+    p = {cid: paired_compare(_values(_scores(run_id, cid), "composite"), champ_comp, metric="composite", **kw).p_value
+         for cid in eligible}  # fmt: skip
+    adjusted = holm(p)
+    for c in out:
+        c.p_adjusted = adjusted.get(winner) if c.metric == "composite" else None
+    return out
+
+
+def _log_promotion_report(suite: Suite, parent_run_id: str, report: dict, run_id: str, uri: str) -> None:
+    import mlflow
+    import pandas as pd
+
+    from evaluation.plots import forest_plot
+
+    png = forest_plot(
+        report["comparison"], run_dir(run_id) / "promotion_report.png",
+        title=f"v{report['version']} vs champion v{report['decision']['champion_version']}: "
+              f"{report['decision']['outcome']}",
+        margin=suite.gate.min_improvement,
+    )  # fmt: skip
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.log_table(parent_run_id, pd.DataFrame(report["comparison"]), "promotion_report.json")
+    client.log_artifact(parent_run_id, str(png))
 
 
 def _resume_registration(name: str, version: str, sweep: dict, uri: str) -> dict:
@@ -437,7 +511,14 @@ def _resume_registration(name: str, version: str, sweep: dict, uri: str) -> dict
     before = tags.get("llmops.champion_before") or None
     current = registry.aliases(name, uri).get(registry.CHAMPION)
     if outcome == registry.PROMOTE and current != version:
-        registry.promote(name, version, before, uri)
+        ledger = Ledger(settings.artifact_store_uri(), name)
+        last = ledger.last()
+        if last is not None and last.version == version and last.dag_run_id == tags.get("llmops.airflow_run_id"):
+            registry.finish_promotion(name, last, uri)  # the entry was written, the alias move was not
+        else:
+            registry.promote(name, version, before, uri, ledger=ledger, expected_head=ledger.head(),
+                             reasons=[r for r in tags.get("llmops.decision_reasons", "").split(" | ") if r],
+                             dag_run_id=tags.get("llmops.airflow_run_id"))  # fmt: skip
         log.info("resumed: champion -> v%s", version)
     reasons = [r for r in tags.get("llmops.decision_reasons", "").split(" | ") if r]
     decision = registry.Decision(outcome, reasons, champion_version=before,
@@ -445,7 +526,7 @@ def _resume_registration(name: str, version: str, sweep: dict, uri: str) -> dict
     _tag_parent(sweep["parent_run_id"], outcome, reasons, version, uri)
     aliases_before = {registry.CHAMPION: before} if before else {}
     return {"registered_model": name, "version": version, "aliases_before": aliases_before,
-            "decision": decision.to_json(), "aliases": registry.aliases(name, uri)}  # fmt: skip
+            "decision": decision.to_json(), "aliases": registry.aliases(name, uri), "comparison": []}  # fmt: skip
 
 
 def _tag_parent(parent_run_id: str, outcome: str, reasons: list[str], version: str | None, uri: str) -> None:
@@ -456,6 +537,19 @@ def _tag_parent(parent_run_id: str, outcome: str, reasons: list[str], version: s
     client.set_tag(parent_run_id, "llmops.decision_reasons", " | ".join(reasons))
     if version:
         client.set_tag(parent_run_id, "llmops.registered_version", version)
+
+
+def rollback_champion(registered_model: str, *, reason: str, dag_run_id: str | None = None) -> dict:
+    """Move `champion` back to the ledger's previous version (compare-and-set,
+    recorded in the ledger)."""
+    uri = settings.tracking_uri()
+    ledger = Ledger(settings.artifact_store_uri(), registered_model)
+    entry = registry.rollback(registered_model, uri, ledger=ledger, reason=reason, dag_run_id=dag_run_id,
+                              git_commit=settings.git_commit())  # fmt: skip
+    log.info("ROLLBACK: %s champion v%s -> v%s (ledger entry %d)", registered_model, entry.previous_version,
+             entry.version, entry.seq)  # fmt: skip
+    return {"entry": entry.seq, "from": entry.previous_version, "to": entry.version,
+            "aliases": registry.aliases(registered_model, uri)}  # fmt: skip
 
 
 def final_report(suite_path: str, dataset: dict, sweep: dict, decision: dict, context: dict) -> dict:

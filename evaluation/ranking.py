@@ -9,8 +9,8 @@ is NaN (never 0). Per configuration:
 
 so failed requests and unscorable answers lower the composite through
 coverage instead of being scored as empty answers. A configuration is
-eligible to win only if it meets the gate's failed-rate ceiling, minimum
-number of scored examples and per-metric floors.
+eligible to win only if it has a composite and breaks none of the gate's
+floors and ceilings (failed-rate ceiling included).
 """
 
 from __future__ import annotations
@@ -59,21 +59,30 @@ class Ranked:
     rank: int = 0
 
 
+def constraint_violations(metrics: dict[str, float], gate: Gate) -> list[str]:
+    """Gate floors and ceilings that a *present* metric breaks. Missing
+    metrics and too few examples are the gate's business (INCONCLUSIVE)."""
+    out = []
+    failed = metrics.get("failed_rate", math.nan)
+    if not math.isnan(failed) and failed > gate.max_failed_rate:
+        out.append(f"failed_rate {failed:.4g} > ceiling {gate.max_failed_rate}")
+    for m, floor in gate.floors.items():
+        v = metrics.get(m, math.nan)
+        if not math.isnan(v) and v < floor:
+            out.append(f"{m} {v:.4g} < floor {floor}")
+    for m, ceiling in gate.ceilings.items():
+        v = metrics.get(m, math.nan)
+        if not math.isnan(v) and v > ceiling:
+            out.append(f"{m} {v:.4g} > ceiling {ceiling}")
+    return out
+
+
 def eligibility(metrics: dict[str, float], gate: Gate) -> list[str]:
+    """Why a configuration cannot win (empty: it can)."""
     reasons = []
     if math.isnan(metrics.get("composite", math.nan)):
         reasons.append("no scored examples (composite is NaN)")
-    if metrics.get("failed_rate", 1.0) > gate.max_failed_rate:
-        reasons.append(f"failed_rate {metrics['failed_rate']:.3f} > ceiling {gate.max_failed_rate}")
-    if metrics.get("n_scored", 0) < gate.min_scored_examples:
-        reasons.append(f"{int(metrics.get('n_scored', 0))} scored examples < minimum {gate.min_scored_examples}")
-    for m, floor in gate.floors.items():
-        v = metrics.get(m, math.nan)
-        if math.isnan(v):
-            reasons.append(f"{m} missing (floor {floor})")
-        elif v < floor:
-            reasons.append(f"{m} {v:.3f} < floor {floor}")
-    return reasons
+    return reasons + constraint_violations(metrics, gate)
 
 
 def rank_configs(results: dict[str, dict[str, float]], gate: Gate) -> list[Ranked]:

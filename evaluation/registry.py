@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.errors import RegistryError
+from evaluation.ranking import constraint_violations
 from evaluation.suite import Gate
 
 log = logging.getLogger(__name__)
@@ -110,42 +111,63 @@ def current_champion(name: str, tracking_uri: str | None = None) -> ChampionInfo
     )
 
 
+def missing_metrics(metrics: dict[str, float], gate: Gate) -> list[str]:
+    needed = ["composite", *gate.floors, *gate.ceilings]
+    return [m for m in dict.fromkeys(needed) if math.isnan(metrics.get(m, math.nan))]
+
+
 def decide(
     challenger: dict[str, float],
-    champion: dict[str, float] | None,
+    comparison,  # evaluation.stats.PairedResult of the composite, or None
     gate: Gate,
     *,
     champion_version: str | None = None,
-    eligible_reasons: list[str] | None = None,
 ) -> Decision:
-    """Gate: PROMOTE when there is no champion, or when the challenger beats
-    the champion's composite *on the same dataset* by at least the margin."""
+    """The gate. PROMOTE needs: no floor/ceiling broken, no gated metric
+    missing, enough scored examples, and - when there is a champion - the
+    lower confidence bound of the paired composite improvement at or above
+    `gate.min_improvement` with a (Holm-adjusted) one-sided p below
+    `gate.alpha`. INCONCLUSIVE never moves an alias."""
     comp = challenger.get("composite", math.nan)
     d = Decision(outcome=REJECT, challenger_composite=comp, champion_version=champion_version)
-    if eligible_reasons:
-        d.reasons = [f"challenger not eligible: {r}" for r in eligible_reasons]
+    broken = constraint_violations(challenger, gate)
+    if broken:
+        d.reasons = broken
+        return d
+    d.outcome = INCONCLUSIVE
+    missing = missing_metrics(challenger, gate)
+    if missing:
+        d.reasons = [f"metric(s) missing: {', '.join(missing)}"]
+        return d
+    n_scored = challenger.get("n_scored", 0)
+    if n_scored < gate.min_scored_examples:
+        d.reasons = [f"{int(n_scored)} scored examples < minimum {gate.min_scored_examples}"]
         return d
     if champion_version is None:
         d.outcome = PROMOTE
         d.reasons = ["no current champion"]
         return d
-    if champion is None or math.isnan(champion.get("composite", math.nan)):
-        d.outcome = INCONCLUSIVE
-        d.reasons = [f"champion v{champion_version} has no composite on this dataset; aliases left unchanged"]
+    if comparison is None or math.isnan(comparison.diff):
+        d.reasons = [f"no paired results for champion v{champion_version} on this dataset"]
         return d
-    d.champion_composite = champion["composite"]
-    delta = comp - d.champion_composite
-    if delta >= gate.min_improvement:
+    d.champion_composite = comparison.champion_mean
+    if comparison.n < gate.min_scored_examples:
+        d.reasons = [f"{comparison.n} paired examples < minimum {gate.min_scored_examples}"]
+        return d
+    p = comparison.p_adjusted if comparison.p_adjusted is not None else comparison.p_value
+    ci = f"{gate.confidence:.0%} CI [{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}]"
+    what = (f"composite improvement over champion v{champion_version} {comparison.diff:+.4f}, {ci}, "
+            f"p={p:.4f} (one-sided, Holm-adjusted), d_z={comparison.effect_size:.2f}, n={comparison.n}")  # fmt: skip
+    if comparison.ci_low >= gate.min_improvement and p < gate.alpha:
         d.outcome = PROMOTE
-        d.reasons = [
-            f"composite {comp:.4f} beats champion v{champion_version} ({d.champion_composite:.4f}) "
-            f"by {delta:+.4f} >= margin {gate.min_improvement}"
-        ]
+        d.reasons = [f"{what}: lower bound >= margin {gate.min_improvement} and p < {gate.alpha}"]
+    elif comparison.ci_high < gate.min_improvement:
+        d.outcome = REJECT
+        d.reasons = [f"{what}: the whole interval is below the margin {gate.min_improvement}"]
+    elif comparison.ci_low < gate.min_improvement:
+        d.reasons = [f"{what}: the interval straddles the margin {gate.min_improvement}"]
     else:
-        d.reasons = [
-            f"composite {comp:.4f} vs champion v{champion_version} ({d.champion_composite:.4f}): "
-            f"{delta:+.4f} < margin {gate.min_improvement}"
-        ]
+        d.reasons = [f"{what}: not significant at alpha {gate.alpha}"]
     return d
 
 
@@ -192,10 +214,32 @@ def find_version_for_run(name: str, airflow_run_id: str, tracking_uri: str | Non
     return None
 
 
-def promote(name: str, version: str, expected_champion: str | None, tracking_uri: str | None = None) -> None:
+def _move_champion(client, name: str, version: str, previous: str | None) -> None:
+    if previous is not None:
+        client.set_registered_model_alias(name, PREVIOUS, previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if _alias_version(client, name, CHAMPION) != str(version):
+        raise RegistryError(f"{name}: read-back after moving champion to v{version} does not match")
+
+
+def promote(
+    name: str,
+    version: str,
+    expected_champion: str | None,
+    tracking_uri: str | None = None,
+    *,
+    ledger,  # evaluation.ledger.Ledger
+    expected_head: int,
+    reasons: list[str] = (),
+    evidence: dict | None = None,
+    dag_run_id: str | None = None,
+    git_commit: str = "unknown",
+):
     """Compare-and-set: move `champion` to `version` only if the champion is
-    still `expected_champion`; the former champion becomes
-    `previous-champion`. Verified by reading the aliases back."""
+    still `expected_champion` and nobody appended to the ledger since
+    `expected_head` was read. The ledger entry is written (create-only) before
+    the alias moves; the former champion becomes `previous-champion`; the
+    move is verified by reading the alias back. Returns the ledger entry."""
     client = _client(tracking_uri)
     actual = _alias_version(client, name, CHAMPION)
     if actual != expected_champion:
@@ -203,11 +247,55 @@ def promote(name: str, version: str, expected_champion: str | None, tracking_uri
             f"{name}: champion changed during the run (expected {expected_champion!r}, found {actual!r}); "
             "promotion aborted, nothing moved"
         )
-    if expected_champion is not None:
-        client.set_registered_model_alias(name, PREVIOUS, expected_champion)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    if _alias_version(client, name, CHAMPION) != version:
-        raise RegistryError(f"{name}: read-back after moving champion to v{version} does not match")
+    entry = ledger.append(
+        expected_head, action="promote", version=str(version), previous_version=expected_champion,
+        reasons=list(reasons), evidence=evidence or {}, dag_run_id=dag_run_id, git_commit=git_commit,
+    )  # fmt: skip
+    _move_champion(client, name, str(version), expected_champion)
+    return entry
+
+
+def finish_promotion(name: str, entry, tracking_uri: str | None = None) -> None:
+    """Complete the alias move of a ledger entry whose task died between
+    writing the entry and moving the alias (idempotent)."""
+    client = _client(tracking_uri)
+    actual = _alias_version(client, name, CHAMPION)
+    if actual == entry.version:
+        return
+    if actual != entry.previous_version:
+        raise RegistryError(f"{name}: champion is {actual!r}, expected {entry.previous_version!r}; not resuming")
+    _move_champion(client, name, entry.version, entry.previous_version)
+
+
+def rollback(
+    name: str,
+    tracking_uri: str | None = None,
+    *,
+    ledger,
+    reason: str = "manual rollback",
+    dag_run_id: str | None = None,
+    git_commit: str = "unknown",
+):
+    """Move `champion` back to the previous version recorded in the ledger's
+    last entry, through the same compare-and-set path. Returns the entry."""
+    last = ledger.last()
+    if last is None:
+        raise RegistryError(f"{name}: the promotion ledger in {ledger.store.uri} is empty; nothing to roll back to")
+    if last.previous_version is None:
+        raise RegistryError(f"{name}: ledger entry {last.seq} (v{last.version}) has no previous version to restore")
+    client = _client(tracking_uri)
+    actual = _alias_version(client, name, CHAMPION)
+    if actual != last.version:
+        raise RegistryError(
+            f"{name}: champion is {actual!r} but the ledger's last entry ({last.seq}) set v{last.version}; "
+            "the registry was changed outside the ledger, refusing to roll back"
+        )
+    entry = ledger.append(
+        last.seq, action="rollback", version=last.previous_version, previous_version=last.version,
+        reasons=[reason], evidence={"rolled_back_entry": last.seq}, dag_run_id=dag_run_id, git_commit=git_commit,
+    )  # fmt: skip
+    _move_champion(client, name, last.previous_version, last.version)
+    return entry
 
 
 def version_tags(name: str, version: str, tracking_uri: str | None = None) -> dict[str, str]:

@@ -38,6 +38,25 @@ def format_leaderboard(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(rows: list[dict], confidence: float = 0.95) -> str:
+    head = ["metric", "challenger", "champion", "diff", f"{confidence:.0%} CI", "p (1-sided)", "d_z", "n"]
+    table = [head]
+    for c in rows:
+        p = c.get("p_adjusted") if c.get("p_adjusted") is not None else c.get("p_value")
+        table.append([
+            c["metric"] + ("" if c.get("higher_is_better", True) else " (lower better)"),
+            _cell("{:.4f}", c.get("challenger_mean")), _cell("{:.4f}", c.get("champion_mean")),
+            _cell("{:+.4f}", c.get("diff")),
+            f"[{_cell('{:+.4f}', c.get('ci_low'))}, {_cell('{:+.4f}', c.get('ci_high'))}]",
+            _cell("{:.4f}", p) + (" Holm" if c.get("p_adjusted") is not None else ""),
+            _cell("{:.2f}", c.get("effect_size")), str(c.get("n")),
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    lines = ["  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths))) for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_report(rep: dict) -> str:
     d = rep["decision"]
     before = rep.get("aliases_before") or {}
@@ -49,6 +68,8 @@ def format_report(rep: dict) -> str:
         "",
         format_leaderboard(rep["leaderboard"]),
         "",
+        *(["Paired comparison with the champion (positive diff = challenger better):",
+           format_comparison(rep["comparison"]), ""] if rep.get("comparison") else []),
         f"Decision: {d['outcome']}" + (f" (registered {rep['registered_model']} v{rep['version']})" if rep.get("version") else ""),
         *[f"  - {r}" for r in d["reasons"]],
         "Aliases: " + (", ".join(f"{a}=v{v}" for a, v in sorted(after.items())) or "none"),

@@ -5,6 +5,8 @@ LLMOPS_HOME            state directory (Airflow home, MLflow DB and artifacts,
                        converted models, engine records and logs, cache, runs)
 LLMOPS_MODELS_DIR      converted bundled models (default LLMOPS_HOME/models)
 LLMOPS_ENGINE_PYTHON   python of the engine virtualenv (vLLM CPU build)
+LLMOPS_ARTIFACT_STORE  artifact store for the promotion ledger: a directory or
+                       gs://bucket/prefix (default LLMOPS_HOME/store)
 MLFLOW_TRACKING_URI    tracking + registry store; default sqlite in LLMOPS_HOME
 """
 
@@ -41,6 +43,10 @@ def runs_dir() -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def artifact_store_uri() -> str:
+    return os.environ.get("LLMOPS_ARTIFACT_STORE") or str(home() / "store")
 
 
 def artifact_root() -> str:

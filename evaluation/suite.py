@@ -23,6 +23,10 @@ BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 DEFAULT_SCHEDULE = "@daily"
 
 
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -119,8 +123,7 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _unique_templates(self) -> "SearchSpace":
-        names = [t.name for t in self.prompt_templates]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _duplicates([t.name for t in self.prompt_templates])
         if dupes:
             raise ValueError(f"duplicate prompt template names {dupes}")
         return self
@@ -167,10 +170,19 @@ class Scoring(_Strict):
 
 
 class Gate(_Strict):
-    min_improvement: float = Field(0.01, ge=0, description="Composite margin the challenger must beat the champion by")
-    max_failed_rate: float = Field(0.2, ge=0, le=1)
+    """Promotion policy (data, not code). See README "Gate"."""
+
+    min_improvement: float = Field(
+        0.01, ge=0, description="Margin the lower confidence bound of the paired composite improvement must reach"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise (Holm) level of the one-sided paired test")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap confidence intervals")
+    bootstrap_resamples: int = Field(2000, ge=1000, le=100000)
+    seed: int = 0
+    max_failed_rate: float = Field(0.2, ge=0, le=1, description="Ceiling on failed requests")
     min_scored_examples: int = Field(1, ge=1)
     floors: dict[str, float] = Field(default_factory=dict, description="Minimum value per metric")
+    ceilings: dict[str, float] = Field(default_factory=dict, description="Maximum value per metric")
 
 
 class Generation(_Strict):
@@ -205,8 +217,7 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _unique_candidates(self) -> "Suite":
-        names = [c.name for c in self.candidates]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _duplicates([c.name for c in self.candidates])
         if dupes:
             raise ValueError(f"candidates: duplicate names {dupes}")
         return self
@@ -226,11 +237,12 @@ class Suite(_Strict):
                 f"scoring.weights: metric(s) {bad} are not produced by the selected scorers; "
                 f"weightable: {sorted(produced)}"
             )
-        floorable = {m for n, s in known.items() if n in self.scoring.scorers for m in s["metrics"]}
-        floorable |= {"composite", "coverage"}
-        bad = sorted(set(self.gate.floors) - floorable)
-        if bad:
-            raise ValueError(f"gate.floors: unknown metric(s) {bad}; choose from {sorted(floorable)}")
+        gateable = {m for n, s in known.items() if n in self.scoring.scorers for m in s["reported"]}
+        gateable |= {"composite", "coverage", "failed_rate"}
+        for field_name in ("floors", "ceilings"):
+            bad = sorted(set(getattr(self.gate, field_name)) - gateable)
+            if bad:
+                raise ValueError(f"gate.{field_name}: unknown metric(s) {bad}; choose from {sorted(gateable)}")
         return self
 
     @property

@@ -72,8 +72,11 @@ def ensure_endpoints(models: dict[str, dict], *, ready_timeout_s: float = 300.0)
     are all launched first, so their cold starts overlap; then each is waited
     for. `models`: name -> {"source": {...}, "max_model_len": int}."""
     m = manager()
+    # Convert every bundled model first: a conversion next to a booting
+    # engine would slow both down on a small machine.
+    dirs = {name: model_dir_for(spec["source"]) for name, spec in models.items()}
     for name, spec in models.items():
-        model_dir = model_dir_for(spec["source"])
+        model_dir = dirs[name]
         if model_dir is None:
             continue
         rec = m.get(name)

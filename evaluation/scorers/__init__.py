@@ -41,6 +41,9 @@ class Scorer:
     # Per-example metrics this scorer produces; the first is its headline
     # metric, the one a suite may weight in the composite.
     metrics: ClassVar[tuple[str, ...]] = ()
+    # Run-level metrics aggregate() reports (gate floors/ceilings may use
+    # them); defaults to `metrics`.
+    reported: ClassVar[tuple[str, ...]] = ()
 
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
         raise NotImplementedError
@@ -65,6 +68,7 @@ class Scorer:
             "higher_is_better": cls.higher_is_better,
             "needs_judge": cls.needs_judge,
             "metrics": list(cls.metrics),
+            "reported": list(cls.reported or cls.metrics),
         }
 
 

@@ -15,6 +15,7 @@ from evaluation.scorers import Scorer, ScoringContext, ScoringItem, register_sco
 class Latency(Scorer):
     version = "1"
     metrics = ("latency", "ttft_s", "e2e_s")
+    reported = ("latency",) + tuple(f"latency_{k}_p{q}_s" for k in ("ttft", "e2e") for q in (50, 95, 99))
 
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
         out = []

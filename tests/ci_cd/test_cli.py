@@ -20,7 +20,7 @@ def run(*args, home: Path, timeout=120):
 def test_help_documents_the_commands(tmp_path):
     out = run("--help", home=tmp_path)
     assert out.returncode == 0
-    for cmd in ("run", "validate", "ui", "models", "engines", "scorers", "report"):
+    for cmd in ("run", "validate", "ui", "models", "engines", "scorers", "report", "rollback", "ledger"):
         assert cmd in out.stdout
     run_help = run("run", "--help", home=tmp_path).stdout
     assert "--suite" in run_help and "--keep-engines" in run_help
@@ -59,3 +59,14 @@ def test_scorers_lists_the_registry(tmp_path):
     assert out.returncode == 0
     for name in ("relevance", "groundedness", "latency"):
         assert name in out.stdout
+
+
+def test_rollback_with_an_empty_ledger_fails_clearly(tmp_path):
+    out = run("rollback", "--registered-model", "nothing-yet", home=tmp_path / "home")
+    assert out.returncode == 2
+    assert "nothing-yet" in out.stderr and "is empty; nothing to roll back to" in out.stderr
+
+
+def test_ledger_of_an_unknown_model_is_empty(tmp_path):
+    out = run("ledger", "--registered-model", "nothing-yet", home=tmp_path / "home")
+    assert out.returncode == 0 and "is empty" in out.stdout

@@ -82,16 +82,18 @@ def test_llm_eval_promote_shape(monkeypatch, tmp_path):
 
     dag = DagBag(dag_folder=str(REPO / "dags" / "llm_eval_promote.py")).dags["llm_eval_promote"]
     assert dag.doc_md and "llm_eval_promote" in dag.doc_md
-    assert set(dag.params.keys()) >= {"suite", "keep_engines"}
+    assert set(dag.params.keys()) >= {"suite", "keep_engines", "rollback", "rollback_reason"}
     assert dag.params["suite"].endswith("suites/default.yaml")
     tasks = set(dag.task_ids)
-    assert tasks >= {"validate_suite", "validate_dataset", "plan_configs", "start_engines", "generate", "score",
+    assert tasks >= {"choose_action", "rollback_champion", "validate_suite", "validate_dataset", "plan_configs", "start_engines", "generate", "score",
                      "log_to_mlflow", "register_and_promote", "report", "announce_champion", "stop_engines"}
     assert dag.get_task("stop_engines").is_teardown
     # Config and data validation never retry; generation does, with backoff.
     assert dag.get_task("validate_dataset").retries == 0
     gen = dag.get_task("generate")
     assert gen.retries >= 1 and gen.retry_exponential_backoff
+    # A rollback run skips the evaluation entirely.
+    assert dag.get_task("choose_action").downstream_task_ids == {"validate_suite", "rollback_champion"}
     # Validation runs before any engine is started.
     assert "validate_dataset" in dag.get_task("start_engines").get_flat_relative_ids(upstream=True)
 

@@ -99,3 +99,17 @@ def test_sweep_registers_promotes_and_a_worse_config_does_not_move_champion(engi
     assert roles == ["candidate", "candidate", "candidate", "champion", "parent", "parent"]
     report = json.loads((home / "last_report.json").read_text())
     assert report["decision"]["outcome"] == "REJECT" and report["aliases"]["champion"] == "1"
+    # The paired comparison with the champion, in the report and on the parent run.
+    comp = {c["metric"]: c for c in report["comparison"]}
+    assert set(comp) == {"relevance", "groundedness", "latency", "composite"}
+    assert comp["composite"]["n"] == 4 and comp["composite"]["diff"] < 0 and comp["composite"]["ci_high"] < 0.01
+    assert "Paired comparison with the champion" in out.stdout
+    parent2 = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.info.run_id != parent.info.run_id)
+    artifacts = {a.path for a in client.list_artifacts(parent2.info.run_id)}
+    assert {"promotion_report.json", "promotion_report.png", "leaderboard.json"} <= artifacts
+    # Exactly one ledger entry: run 1's promotion.
+    from evaluation.ledger import Ledger
+
+    entries = Ledger(str(home / "store"), "unit-model").entries()
+    assert [(e.seq, e.action, e.version, e.previous_version) for e in entries] == [(1, "promote", "1", None)]
+    assert entries[0].dag_run_id == parent.data.tags["llmops.airflow_run_id"]

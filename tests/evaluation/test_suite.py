@@ -155,6 +155,10 @@ def _unknown_floor(s):
     s["gate"]["floors"] = {"relevnace": 0.3}
 
 
+def _unknown_ceiling(s):
+    s["gate"]["ceilings"] = {"bias": 0.1}  # no bias scorer selected
+
+
 def _inverted_bounds(s):
     s["dataset"]["min_question_chars"] = 100
     s["dataset"]["max_question_chars"] = 10
@@ -173,6 +177,7 @@ INVALID = [
     pytest.param(_unknown_scorer, ["scoring.scorers", "bleurt"], id="unknown-scorer"),
     pytest.param(_duplicate_candidates, ["candidates", "duplicate", "model-a"], id="duplicate-candidates"),
     pytest.param(_unknown_floor, ["gate.floors", "relevnace"], id="unknown-floor-metric"),
+    pytest.param(_unknown_ceiling, ["gate.ceilings", "bias"], id="unknown-ceiling-metric"),
     pytest.param(_inverted_bounds, ["dataset", "min_question_chars (100) > max_question_chars (10)"],
                  id="inverted-length-bounds"),
 ]
