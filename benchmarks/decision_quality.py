@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/decision_quality.py [--seeds 20] [--rows 48]
 
-- A/A: one configuration (SmolLM2, `terse` prompt, temperature 0.7) is
+- A/A: one configuration (SmolLM2, `terse` prompt, `--temperature`, 0.7 by default) is
   generated with N different sampling seeds; every pair of seeds is put
   through the gate as challenger vs champion. Target: PROMOTE in <= 5%.
 - Real improvement: the same configuration (each seed) as challenger against
@@ -13,7 +13,7 @@ Uses the bundled suite's scorers, weights and gate, the pipeline's own
 statistics (`evaluation.stats`) and decision (`evaluation.registry.decide`).
 Pairs share seeds, so the A/A repetitions are not independent; the count of
 distinct generations is printed with the rates. Writes
-benchmarks/out/decision_quality.json.
+benchmarks/out/decision_quality_t<temperature>.json.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the good configuration")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     suite = load_suite(settings.BUNDLED_SUITE)
@@ -100,7 +101,7 @@ def main() -> None:
 
         good = []
         for seed in range(1, args.seeds + 1):
-            good.append(run("smollm2-135m-instruct", "chat", "terse", 0.7, seed))
+            good.append(run("smollm2-135m-instruct", "chat", "terse", args.temperature, seed))
             log.info("seed %d: composite %.4f", seed, good[-1][1]["composite"])
         bad = run("gemma3-270m", "completions", "grounded", 0.0, 1)
         log.info("degenerate champion: composite %.4f", bad[1]["composite"])
@@ -112,6 +113,7 @@ def main() -> None:
             mgr.stop(name)
     result = {
         "seeds": args.seeds,
+        "temperature": args.temperature,
         "rows": len(examples),
         "aa_repetitions": len(aa),
         "aa_promote_rate": sum(o == PROMOTE for o in aa) / len(aa),
@@ -126,7 +128,7 @@ def main() -> None:
     }
     out = Path(__file__).with_name("out")
     out.mkdir(exist_ok=True)
-    (out / "decision_quality.json").write_text(json.dumps(result, indent=2))
+    (out / f"decision_quality_t{args.temperature:g}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "gate"}, indent=2))
     print(f"A/A: PROMOTE in {result['aa_promote_rate']:.1%} of {len(aa)} ordered seed pairs (target <= 5%)")
     print(f"improvement: PROMOTE in {result['improvement_promote_rate']:.1%} of {len(imp)} (target >= 95%)")

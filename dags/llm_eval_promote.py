@@ -9,7 +9,7 @@ examples: the lower bound of the paired confidence interval of the improvement
 must clear the suite's margin (see README "Gate").
 
 `choose_action -> validate_suite -> validate_dataset -> plan_configs -> start_engines ->
-generate[config] -> score[config] -> log_to_mlflow -> register_and_promote ->
+generate[model] -> score[config] -> log_to_mlflow -> register_and_promote ->
 report -> announce_champion` (asset event on PROMOTE), with `stop_engines`
 as teardown.
 
@@ -113,45 +113,59 @@ def llm_eval_promote():
     @permanent_errors_fail_fast
     def plan_configs(_dataset: dict) -> list[dict]:
         from evaluation import pipeline
+        from serving.endpoints import identify
 
-        return pipeline.plan(_ctx()[0])
+        suite_path = _ctx()[0]
+        configs = pipeline.plan(suite_path)
+        models = pipeline.models_of(suite_path, configs)
+        identities = {m: identify(m, spec["source"]) for m, spec in models.items()}
+        return pipeline.annotate_missing(suite_path, configs, identities)
+
+    @task
+    def group_by_model(configs: list[dict]) -> list[dict]:
+        from evaluation import pipeline
+
+        return pipeline.batches_by_model(configs)
 
     @task(execution_timeout=timedelta(minutes=30))
     @permanent_errors_fail_fast
     def start_engines(configs: list[dict]) -> dict:
         from evaluation import pipeline
-
         from evaluation.suite import load_suite
-        from serving.endpoints import ensure_endpoints
+        from serving.endpoints import endpoints_for
 
         suite_path = _ctx()[0]
+        needed = {c["model"] for c in configs if c["missing"]}  # fully cached models need no engine
         timeout = load_suite(suite_path).generation.ready_timeout_s
-        return ensure_endpoints(pipeline.models_of(suite_path, configs), ready_timeout_s=timeout)
+        return endpoints_for(pipeline.models_of(suite_path, configs), needed, ready_timeout_s=timeout)
 
-    @task(retries=3, execution_timeout=timedelta(hours=2))
+    @task(retries=3, execution_timeout=timedelta(hours=2), map_index_template="{{ batch['model'] }}")
     @permanent_errors_fail_fast
-    def generate(config: dict, endpoints: dict) -> dict:
+    def generate(batch: dict, endpoints: dict) -> list[dict]:
+        """All of one model's configurations as one interleaved request stream."""
         from evaluation import pipeline
-
         from evaluation.suite import load_suite
         from serving.endpoints import ensure_endpoint
 
         suite_path, context = _ctx()
-        suite = load_suite(suite_path)
-        spec = pipeline.models_of(suite_path, [config])[config["model"]]
-        # Restarts a managed engine that died since start_engines (e.g. on a retry).
-        ep = ensure_endpoint(config["model"], spec["source"], max_model_len=spec["max_model_len"],
-                             ready_timeout_s=suite.generation.ready_timeout_s).to_json()  # fmt: skip
-        ep["launched_now"] = endpoints.get(config["model"], {}).get("launched_now", False)
-        return {"config": config, **pipeline.generate_config(suite_path, config, ep, context["run_id"])}
+        model, ep = batch["model"], endpoints[batch["model"]]
+        if any(c["missing"] for c in batch["configs"]):
+            # Restarts a managed engine that died since start_engines (e.g. on a retry).
+            suite = load_suite(suite_path)
+            spec = pipeline.models_of(suite_path, batch["configs"])[model]
+            launched = ep.get("launched_now", False)
+            ep = ensure_endpoint(model, spec["source"], max_model_len=spec["max_model_len"],
+                                 ready_timeout_s=suite.generation.ready_timeout_s).to_json()  # fmt: skip
+            ep["launched_now"] = launched
+        return pipeline.generate_model(suite_path, batch["configs"], ep, context["run_id"])
 
-    @task
+    @task(map_index_template="{{ config['config_id'] }}")
     @permanent_errors_fail_fast
-    def score(generated: dict) -> dict:
+    def score(config: dict) -> dict:
         from evaluation import pipeline
 
         suite_path, context = _ctx()
-        return pipeline.score_config(suite_path, generated["config"], context["run_id"])
+        return pipeline.score_config(suite_path, config, context["run_id"])
 
     @task
     @permanent_errors_fail_fast
@@ -205,8 +219,9 @@ def llm_eval_promote():
     dataset = validate_dataset(suite)
     configs = plan_configs(dataset)
     endpoints = start_engines(configs)
-    generated = generate.partial(endpoints=endpoints).expand(config=configs)
-    scored = score.expand(generated=generated)
+    generated = generate.partial(endpoints=endpoints).expand(batch=group_by_model(configs))
+    scored = score.expand(config=configs)
+    generated >> scored
     sweep = log_to_mlflow(scored, dataset)
     decision = register_and_promote(sweep, dataset)
     rep = report(dataset, sweep, decision)

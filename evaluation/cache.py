@@ -22,13 +22,30 @@ def cache_key(**parts: object) -> str:
 
 
 class ResultCache:
+    """A local directory, or gs://bucket/prefix (each object upload is atomic
+    on GCS, so the same no-partial-entry guarantee holds there)."""
+
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.gcs = None
+        if str(root).startswith("gs://"):
+            from evaluation.store import GCSStore
+
+            self.gcs = GCSStore(str(root))
+        self.root = Path(str(root).removeprefix("file://"))
+
+    def _name(self, namespace: str, key: str) -> str:
+        return f"{namespace}/{key[:2]}/{key}.json"
 
     def _path(self, namespace: str, key: str) -> Path:
-        return self.root / namespace / key[:2] / f"{key}.json"
+        return self.root / self._name(namespace, key)
 
     def get(self, namespace: str, key: str) -> dict | None:
+        if self.gcs is not None:
+            data = self.gcs.get(self._name(namespace, key))
+            try:
+                return None if data is None else json.loads(data)
+            except json.JSONDecodeError:
+                return None
         p = self._path(namespace, key)
         try:
             return json.loads(p.read_text())
@@ -38,6 +55,9 @@ class ResultCache:
             return None
 
     def put(self, namespace: str, key: str, value: dict) -> None:
+        if self.gcs is not None:
+            self.gcs.put(self._name(namespace, key), json.dumps(value).encode())
+            return
         p = self._path(namespace, key)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
@@ -50,4 +70,6 @@ class ResultCache:
             raise
 
     def __contains__(self, item: tuple[str, str]) -> bool:
+        if self.gcs is not None:
+            return self.gcs.get(self._name(*item)) is not None
         return self._path(*item).is_file()

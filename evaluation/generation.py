@@ -55,6 +55,44 @@ class _ConnectionLost(Exception):
     pass
 
 
+class AdaptiveLimiter:
+    """Requests in flight, additive-increase / multiplicative-decrease: the
+    limit halves when the engine signals overload (429 or 503) and grows by
+    one after `limit` consecutive successes, never above `cap`."""
+
+    def __init__(self, cap: int, start: int | None = None):
+        self.cap = cap
+        self.limit = min(cap, start or cap)
+        self.in_flight = 0
+        self.successes = 0
+        self.min_seen = self.limit
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> "AdaptiveLimiter":
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    def overloaded(self) -> None:
+        self.limit = max(1, self.limit // 2)
+        self.min_seen = min(self.min_seen, self.limit)
+        self.successes = 0
+
+    async def succeeded(self) -> None:
+        self.successes += 1
+        if self.successes >= self.limit and self.limit < self.cap:
+            self.limit += 1
+            self.successes = 0
+            async with self._cond:
+                self._cond.notify_all()
+
+
 def build_request(config: Config, example: Example) -> tuple[str, dict]:
     """(path, JSON body) for one example under one configuration."""
     user = config.template.format(question=example.question.strip(), context=render_context(example.contexts))
@@ -126,6 +164,7 @@ async def request_with_retries(
     max_retries: int,
     backoff_base_s: float = 0.5,
     backoff_max_s: float = 8.0,
+    limiter: AdaptiveLimiter | None = None,
 ) -> RequestResult:
     path, body = build_request(config, example)
     for attempt in range(max_retries + 1):
@@ -140,6 +179,8 @@ async def request_with_retries(
         except httpx.HTTPStatusError as e:
             result.error = str(e)
             retryable = e.response.status_code in RETRY_STATUS
+            if limiter is not None and e.response.status_code in (429, 503):
+                limiter.overloaded()
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
             result.error = f"{type(e).__name__}: {e}"
             retryable = connection_lost = True
@@ -156,20 +197,24 @@ async def request_with_retries(
     raise AssertionError("unreachable")
 
 
-async def generate_async(
+async def generate_jobs_async(
     base_url: str,
-    config: Config,
-    examples: Iterable[Example],
+    jobs: list[tuple[Config, Example]],
     *,
     concurrency: int = 16,
     timeout_s: float = 120.0,
     max_retries: int = 3,
-    on_result: Callable[[RequestResult], None] | None = None,
+    on_result: Callable[[Config, RequestResult], None] | None = None,
     progress_every_s: float = 10.0,
+    label: str = "",
 ) -> list[RequestResult]:
-    examples = list(examples)
-    sem = asyncio.Semaphore(concurrency)
-    results: list[RequestResult] = []
+    """Send every (configuration, example) job to one endpoint as a single
+    stream: requests with different sampling parameters interleave, so the
+    engine batches across configurations. Results come back aligned with
+    `jobs`. Concurrency adapts to the engine (AdaptiveLimiter, capped)."""
+    limiter = AdaptiveLimiter(concurrency)
+    results: list[RequestResult | None] = [None] * len(jobs)
+    done = [0, 0, 0]  # finished, failed, completion tokens
     t0 = time.perf_counter()
     last_report = [t0]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -179,40 +224,58 @@ async def generate_async(
         now = time.perf_counter()
         if force or now - last_report[0] >= progress_every_s:
             last_report[0] = now
-            failed = sum(1 for r in results if not r.success)
-            toks = sum(r.completion_tokens or 0 for r in results)
-            el = now - t0
-            log.info(
-                "[%s] %d/%d done, %d failed, %.1f req/s, %.0f tok/s, %.0f s elapsed",
-                config.config_id, len(results), len(examples), failed, len(results) / el if el else 0,
-                toks / el if el else 0, el,
-            )
+            el = max(now - t0, 1e-9)
+            log.info("[%s] %d/%d done, %d failed, %.1f req/s, %.0f tok/s, %d in flight (limit %d), %.0f s elapsed",
+                     label, done[0], len(jobs), done[1], done[0] / el, done[2] / el, limiter.in_flight,
+                     limiter.limit, el)  # fmt: skip
 
-    async def one(client: httpx.AsyncClient, ex: Example) -> None:
-        async with sem:
-            r = await request_with_retries(client, config, ex, timeout_s=timeout_s, max_retries=max_retries)
-        results.append(r)
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        config, ex = jobs[i]
+        async with limiter:
+            r = await request_with_retries(client, config, ex, timeout_s=timeout_s, max_retries=max_retries,
+                                           limiter=limiter)  # fmt: skip
+        if r.success:
+            await limiter.succeeded()
+        results[i] = r
+        done[0] += 1
+        done[1] += not r.success
+        done[2] += r.completion_tokens or 0
         if on_result:
-            on_result(r)
+            on_result(config, r)
         report()
 
     async with httpx.AsyncClient(base_url=base_url.rstrip("/"), limits=limits, timeout=timeout) as client:
         try:
             async with asyncio.TaskGroup() as tg:
-                for ex in examples:
-                    tg.create_task(one(client, ex))
+                for i in range(len(jobs)):
+                    tg.create_task(one(client, i))
         except* _ConnectionLost as eg:
             report(force=True)
             raise EngineUnavailable(
-                f"endpoint {base_url} stopped accepting connections after {len(results)}/{len(examples)} "
+                f"endpoint {base_url} stopped accepting connections after {done[0]}/{len(jobs)} "
                 f"requests ({eg.exceptions[0]}); finished results were kept"
             ) from None
     report(force=True)
-    order = {ex.id: i for i, ex in enumerate(examples)}
-    results.sort(key=lambda r: order[r.example_id])
-    return results
+    return results  # type: ignore[return-value]
+
+
+def interleave(configs: list[Config], examples: list[Example]) -> list[tuple[Config, Example]]:
+    """Round-robin over configurations, example by example."""
+    return [(c, ex) for ex in examples for c in configs]
+
+
+async def generate_async(base_url: str, config: Config, examples: Iterable[Example], *,
+                         on_result: Callable[[RequestResult], None] | None = None, **kw) -> list[RequestResult]:
+    """One configuration over `examples` (results in example order)."""
+    cb = (lambda _c, r: on_result(r)) if on_result else None
+    return await generate_jobs_async(base_url, [(config, ex) for ex in examples], on_result=cb,
+                                     label=config.config_id, **kw)  # fmt: skip
 
 
 def generate(base_url: str, config: Config, examples: Iterable[Example], **kw) -> list[RequestResult]:
     """Synchronous wrapper for task code."""
     return asyncio.run(generate_async(base_url, config, examples, **kw))
+
+
+def generate_jobs(base_url: str, jobs: list[tuple[Config, Example]], **kw) -> list[RequestResult]:
+    return asyncio.run(generate_jobs_async(base_url, jobs, **kw))

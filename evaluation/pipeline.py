@@ -20,7 +20,7 @@ from evaluation.cache import ResultCache, cache_key
 from evaluation.candidates import Config, expand_configs
 from evaluation.errors import RegistryError
 from evaluation.dataset import Example, dataset_digest, load_examples
-from evaluation.generation import RequestResult, generate
+from evaluation.generation import RequestResult, generate_jobs
 from evaluation.jsonsafe import dump_nan, load_metrics
 from evaluation.ledger import Ledger
 from evaluation.ranking import config_summary, example_composite, rank_configs
@@ -30,6 +30,7 @@ from evaluation.suite import Suite, load_suite, sha256_json
 log = logging.getLogger(__name__)
 
 GENERATIONS = "generations"
+SCORES = "scores"
 
 
 def run_dir(run_id: str) -> Path:
@@ -68,13 +69,16 @@ def check_dataset(suite_path: str) -> dict:
 
     suite = load_suite(suite_path)
     ds = suite.dataset
-    summary = validate_dataset(
-        suite.dataset_path,
-        limit=ds.limit,
-        min_question_chars=ds.min_question_chars,
-        max_question_chars=ds.max_question_chars,
-        max_context_chars=ds.max_context_chars,
-    )
+    bounds = {"min_question_chars": ds.min_question_chars, "max_question_chars": ds.max_question_chars,
+              "max_context_chars": ds.max_context_chars}  # fmt: skip
+    # Structure is checked on every run (cheap); the Great Expectations run
+    # (about 5 s of imports) only once per dataset content and bounds.
+    cache = ResultCache(settings.cache_uri())
+    key = cache_key(kind="validation", dataset=dataset_digest(examples_for(suite)), bounds=bounds, version=1)
+    summary = cache.get("validations", key)
+    if summary is None:
+        summary = validate_dataset(suite.dataset_path, limit=ds.limit, **bounds)
+        cache.put("validations", key, summary)
     log.info("dataset %s: %d rows valid (digest %s)", suite.dataset_path, summary["rows"], summary["digest"])
     return summary
 
@@ -110,6 +114,27 @@ def plan(suite_path: str) -> list[dict]:
     return configs
 
 
+def annotate_missing(suite_path: str, configs: list[dict], identities: dict[str, dict]) -> dict:
+    """Count each configuration's generations missing from the cache (0: it
+    needs no engine)."""
+    examples = examples_for(load_suite(suite_path))
+    for c in configs:
+        hits, _ = cached_generations(Config.from_json(c), examples, identities[c["model"]])
+        c["missing"] = len(examples) - len(hits)
+    total = sum(c["missing"] for c in configs)
+    log.info("%d configurations, %d generations missing from the cache", len(configs), total)
+    return configs
+
+
+def batches_by_model(configs: list[dict]) -> list[dict]:
+    """One generation batch per model: its configurations go to the engine
+    together."""
+    batches: dict[str, list[dict]] = {}
+    for c in configs:
+        batches.setdefault(c["model"], []).append(c)
+    return [{"model": m, "configs": cs} for m, cs in batches.items()]
+
+
 def models_of(suite_path: str, configs: list[dict]) -> dict[str, dict]:
     """Distinct models to serve: name -> {source, max_model_len}."""
     suite = load_suite(suite_path)
@@ -135,55 +160,81 @@ def generation_key(config: Config, example: Example, endpoint: dict) -> str:
     )
 
 
-def generate_config(suite_path: str, config_json: dict, endpoint: dict, run_id: str) -> dict:
-    """Generate answers for one configuration, reusing cached results.
-    Successful results are cached as they arrive, so a retry after a crash
-    only sends what is missing. Failed requests are not cached."""
-    suite = load_suite(suite_path)
-    config = Config.from_json(config_json)
-    examples = examples_for(suite)
-    cache = ResultCache(settings.cache_dir())
+def cached_generations(config: Config, examples: list[Example], endpoint: dict) -> tuple[dict[str, dict], dict]:
+    """({example id: cached result}, {example id: cache key}) for one configuration."""
+    cache = ResultCache(settings.cache_uri())
     keys = {ex.id: generation_key(config, ex, endpoint) for ex in examples}
-    done: dict[str, dict] = {}
+    hits = {}
     for ex in examples:
         hit = cache.get(GENERATIONS, keys[ex.id])
         if hit is not None:
-            done[ex.id] = {**hit, "cached": True}
-    todo = [ex for ex in examples if ex.id not in done]
-    log.info("[%s] %s: %d cached, %d to generate", config.config_id, config.label, len(done), len(todo))
+            hits[ex.id] = {**hit, "cached": True, "cache_key": keys[ex.id]}
+    return hits, keys
 
-    def on_result(r: RequestResult) -> None:
+
+def generate_model(suite_path: str, configs_json: list[dict], endpoint: dict, run_id: str) -> list[dict]:
+    """Generate every missing answer of one model's configurations as a single
+    interleaved request stream, reusing cached results. Successful results are
+    cached as they arrive, so a retry after a crash only sends what is
+    missing. Failed requests are not cached. Writes one generations file per
+    configuration and returns one summary per configuration."""
+    suite = load_suite(suite_path)
+    configs = [Config.from_json(c) for c in configs_json]
+    examples = examples_for(suite)
+    cache = ResultCache(settings.cache_uri())
+    done: dict[str, dict[str, dict]] = {}
+    keys: dict[str, dict[str, str]] = {}
+    jobs = []
+    for cfg in configs:
+        done[cfg.config_id], keys[cfg.config_id] = cached_generations(cfg, examples, endpoint)
+        jobs += [(cfg, ex) for ex in examples if ex.id not in done[cfg.config_id]]
+        log.info("[%s] %s: %d cached, %d to generate", cfg.config_id, cfg.label, len(done[cfg.config_id]),
+                 len(examples) - len(done[cfg.config_id]))  # fmt: skip
+    by_example = {ex.id: i for i, ex in enumerate(examples)}
+    jobs.sort(key=lambda j: by_example[j[1].id])  # interleave configurations, example by example
+
+    def on_result(cfg: Config, r: RequestResult) -> None:
         if r.success:
-            cache.put(GENERATIONS, keys[r.example_id], r.to_json())
+            cache.put(GENERATIONS, keys[cfg.config_id][r.example_id], r.to_json())
 
     t0 = time.monotonic()
     fresh: list[RequestResult] = []
-    if todo:
+    if jobs:
+        if not endpoint.get("base_url"):
+            raise RuntimeError(f"no endpoint for {configs[0].model} but {len(jobs)} generations are missing")
         g = suite.generation
-        fresh = generate(
-            endpoint["base_url"], config, todo,
-            concurrency=g.concurrency, timeout_s=g.request_timeout_s, max_retries=g.max_retries,
-            on_result=on_result,
+        fresh = generate_jobs(
+            endpoint["base_url"], jobs, concurrency=g.concurrency, timeout_s=g.request_timeout_s,
+            max_retries=g.max_retries, on_result=on_result, label=configs[0].model,
         )  # fmt: skip
-    for r in fresh:
-        done[r.example_id] = {**r.to_json(), "cached": False}
-    out = run_dir(run_id) / f"generations-{config.config_id}.jsonl"
-    with out.open("w") as f:
-        for ex in examples:
-            f.write(json.dumps(done[ex.id]) + "\n")
-    failed = sum(1 for ex in examples if not done[ex.id]["success"])
-    summary = {
-        "config_id": config.config_id,
-        "examples": len(examples),
-        "cached": len(examples) - len(todo),
-        "generated": len(todo),
-        "failed": failed,
-        "completion_tokens": sum(r.completion_tokens or 0 for r in fresh),
-        "seconds": round(time.monotonic() - t0, 2),
-        "path": str(out),
-    }
-    log.info("[%s] generation done: %s", config.config_id, summary)
-    return summary
+    for (cfg, _), r in zip(jobs, fresh):
+        done[cfg.config_id][r.example_id] = {**r.to_json(), "cached": False,
+                                             "cache_key": keys[cfg.config_id][r.example_id]}  # fmt: skip
+    seconds = round(time.monotonic() - t0, 2)
+    summaries = []
+    for cfg in configs:
+        rows = done[cfg.config_id]
+        out = run_dir(run_id) / f"generations-{cfg.config_id}.jsonl"
+        out.write_text("".join(json.dumps(rows[ex.id]) + "\n" for ex in examples))
+        mine = [r for (c, _), r in zip(jobs, fresh) if c.config_id == cfg.config_id]
+        summary = {
+            "config_id": cfg.config_id,
+            "examples": len(examples),
+            "cached": len(examples) - len(mine),
+            "generated": len(mine),
+            "failed": sum(1 for ex in examples if not rows[ex.id]["success"]),
+            "completion_tokens": sum(r.completion_tokens or 0 for r in mine),
+            "seconds": seconds,
+            "path": str(out),
+        }
+        log.info("[%s] generation done: %s", cfg.config_id, summary)
+        summaries.append(summary)
+    return summaries
+
+
+def generate_config(suite_path: str, config_json: dict, endpoint: dict, run_id: str) -> dict:
+    """One configuration (see generate_model)."""
+    return generate_model(suite_path, [config_json], endpoint, run_id)[0]
 
 
 # ------------------------------------------------------------------- scoring
@@ -198,21 +249,33 @@ def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
     examples = examples_for(suite)
     gen_path = run_dir(run_id) / f"generations-{config.config_id}.jsonl"
     gens = {g["example_id"]: g for g in map(json.loads, gen_path.read_text().splitlines())}
-    ok = [ScoringItem(ex, RequestResult(**{k: v for k, v in gens[ex.id].items() if k != "cached"}))
+    ok = [ScoringItem(ex, RequestResult(**{k: v for k, v in gens[ex.id].items() if k not in ("cached", "cache_key")}))
           for ex in examples if gens[ex.id]["success"]]  # fmt: skip
     ctx = ScoringContext(config=config, latency_budget_s=suite.scoring.latency_budget_s)
     per_example: dict[str, dict] = {ex.id: {} for ex in examples}
     metrics: dict[str, float] = {}
     scorer_info = {}
+    cache = ResultCache(settings.cache_uri())
     for name in suite.scoring.scorers:
         scorer = get_scorer(name)
         scorer_info[name] = scorer.version
         t0 = time.monotonic()
-        values = scorer.score(ok, ctx) if ok else []
-        for item, vals in zip(ok, values):
+        skey = {item.example.id: cache_key(kind="score", scorer=name, version=scorer.version,
+                                           params=scorer.cache_params(ctx),
+                                           generation=gens[item.example.id].get("cache_key"))
+                for item in ok}  # fmt: skip
+        values = {i: cache.get(SCORES, skey[i]) for i in skey if gens[i].get("cache_key")}
+        todo = [item for item in ok if values.get(item.example.id) is None]
+        for item, vals in zip(todo, scorer.score(todo, ctx) if todo else []):
+            values[item.example.id] = vals
+            if gens[item.example.id].get("cache_key"):
+                cache.put(SCORES, skey[item.example.id], vals)
+        ordered = [values[item.example.id] for item in ok]
+        for item, vals in zip(ok, ordered):
             per_example[item.example.id].update(vals)
-        metrics.update(scorer.aggregate(values))
-        log.info("[%s] scorer %s v%s: %.1f s", config.config_id, name, scorer.version, time.monotonic() - t0)
+        metrics.update(scorer.aggregate(ordered))
+        log.info("[%s] scorer %s v%s: %d cached, %d scored, %.1f s", config.config_id, name, scorer.version,
+                 len(ok) - len(todo), len(todo), time.monotonic() - t0)  # fmt: skip
     rows = []
     for ex in examples:
         g = gens[ex.id]
@@ -379,9 +442,17 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
     else:
         wm = results[winner]
         if champ is not None and champ.config_id == winner:
+            reasons = [f"the best candidate is the current champion v{champ.version}"]
+            runner_up = next((r["config_id"] for r in sweep["leaderboard"]
+                              if r["rank"] is not None and r["eligible"] and r["config_id"] != winner), None)  # fmt: skip
+            if runner_up is not None:  # for the report: how far behind is the best alternative?
+                comparisons = paired_comparisons(suite, context["run_id"], sweep, runner_up, champ.config_id)
+                report["comparison"] = [c.to_json() for c in comparisons]
+                c = next(c for c in comparisons if c.metric == "composite")
+                reasons.append(f"best alternative {runner_up}: composite {c.diff:+.4f} vs champion, "
+                               f"{suite.gate.confidence:.0%} CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]")  # fmt: skip
             decision = registry.Decision(
-                registry.KEEP, [f"the best candidate is the current champion v{champ.version}"],
-                challenger_composite=wm["composite"], champion_composite=wm["composite"],
+                registry.KEEP, reasons, challenger_composite=wm["composite"], champion_composite=wm["composite"],
                 champion_version=champ.version,
             )  # fmt: skip
         else:
@@ -491,10 +562,10 @@ def _log_promotion_report(suite: Suite, parent_run_id: str, report: dict, run_id
 
     from evaluation.plots import forest_plot
 
+    who = f"v{report['version']}" if report["version"] else "best alternative"
     png = forest_plot(
         report["comparison"], run_dir(run_id) / "promotion_report.png",
-        title=f"v{report['version']} vs champion v{report['decision']['champion_version']}: "
-              f"{report['decision']['outcome']}",
+        title=f"{who} vs champion v{report['decision']['champion_version']}: {report['decision']['outcome']}",
         margin=suite.gate.min_improvement,
     )  # fmt: skip
     client = mlflow.MlflowClient(tracking_uri=uri)

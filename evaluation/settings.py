@@ -5,6 +5,8 @@ LLMOPS_HOME            state directory (Airflow home, MLflow DB and artifacts,
                        converted models, engine records and logs, cache, runs)
 LLMOPS_MODELS_DIR      converted bundled models (default LLMOPS_HOME/models)
 LLMOPS_ENGINE_PYTHON   python of the engine virtualenv (vLLM CPU build)
+LLMOPS_CACHE           result cache (generations, scores): a directory or
+                       gs://bucket/prefix (default LLMOPS_HOME/cache)
 LLMOPS_ARTIFACT_STORE  artifact store for the promotion ledger: a directory or
                        gs://bucket/prefix (default LLMOPS_HOME/store)
 MLFLOW_TRACKING_URI    tracking + registry store; default sqlite in LLMOPS_HOME
@@ -33,8 +35,9 @@ def models_dir() -> Path:
     return Path(os.environ.get("LLMOPS_MODELS_DIR") or home() / "models").resolve()
 
 
-def cache_dir() -> Path:
-    return home() / "cache"
+def cache_uri() -> str:
+    """Generation and score cache: a directory or gs://bucket/prefix."""
+    return os.environ.get("LLMOPS_CACHE") or str(home() / "cache")
 
 
 def runs_dir() -> Path:

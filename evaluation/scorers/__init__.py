@@ -48,6 +48,11 @@ class Scorer:
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
         raise NotImplementedError
 
+    def cache_params(self, ctx: ScoringContext) -> dict:
+        """Whatever in the context changes this scorer's values (part of its
+        cache key, with its name and version). Judge scorers add the judge."""
+        return {}
+
     def aggregate(self, per_item: list[dict[str, float]]) -> dict[str, float]:
         """Run-level metrics: the mean of each per-example metric over the
         values that could be computed, and how many could not."""

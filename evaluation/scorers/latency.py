@@ -31,6 +31,9 @@ class Latency(Scorer):
             )
         return out
 
+    def cache_params(self, ctx: ScoringContext) -> dict:
+        return {"latency_budget_s": ctx.latency_budget_s}
+
     def aggregate(self, per_item: list[dict[str, float]]) -> dict[str, float]:
         out = super().aggregate(per_item)
         for src, prefix in (("ttft_s", "latency_ttft"), ("e2e_s", "latency_e2e")):

@@ -85,7 +85,8 @@ def test_llm_eval_promote_shape(monkeypatch, tmp_path):
     assert set(dag.params.keys()) >= {"suite", "keep_engines", "rollback", "rollback_reason"}
     assert dag.params["suite"].endswith("suites/default.yaml")
     tasks = set(dag.task_ids)
-    assert tasks >= {"choose_action", "rollback_champion", "validate_suite", "validate_dataset", "plan_configs", "start_engines", "generate", "score",
+    assert tasks >= {"choose_action", "rollback_champion", "validate_suite", "validate_dataset", "plan_configs",
+                     "group_by_model", "start_engines", "generate", "score",
                      "log_to_mlflow", "register_and_promote", "report", "announce_champion", "stop_engines"}
     assert dag.get_task("stop_engines").is_teardown
     # Config and data validation never retry; generation does, with backoff.
