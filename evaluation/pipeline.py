@@ -211,6 +211,9 @@ def generate_model(suite_path: str, configs_json: list[dict], endpoint: dict, ru
         done[cfg.config_id][r.example_id] = {**r.to_json(), "cached": False,
                                              "cache_key": keys[cfg.config_id][r.example_id]}  # fmt: skip
     seconds = round(time.monotonic() - t0, 2)
+    timing = {"model": configs[0].model, "requests": len(jobs), "seconds": seconds,
+              "completion_tokens": sum(r.completion_tokens or 0 for r in fresh)}  # fmt: skip
+    (run_dir(run_id) / f"timing-{configs[0].model}.json").write_text(json.dumps(timing))
     summaries = []
     for cfg in configs:
         rows = done[cfg.config_id]

@@ -95,6 +95,10 @@ def test_llm_eval_promote_shape(monkeypatch, tmp_path):
     assert gen.retries >= 1 and gen.retry_exponential_backoff
     # A rollback run skips the evaluation entirely.
     assert dag.get_task("choose_action").downstream_task_ids == {"validate_suite", "rollback_champion"}
+    # Generation is mapped per model (its configurations share one stream); scoring per configuration,
+    # after all generation.
+    assert "group_by_model" in gen.upstream_task_ids
+    assert "generate" in dag.get_task("score").upstream_task_ids
     # Validation runs before any engine is started.
     assert "validate_dataset" in dag.get_task("start_engines").get_flat_relative_ids(upstream=True)
 
