@@ -53,6 +53,8 @@ def airflow_env(suite: str | None = None) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false",
         }
     )
+    # `airflow standalone` starts its components as `airflow ...` from PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if suite:
         env["LLMOPS_SUITE"] = suite
     return env
