@@ -114,29 +114,43 @@ def cmd_ui(args: argparse.Namespace) -> int:
     procs.append(subprocess.Popen(
         [_bin("mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
          "--default-artifact-root", art.as_uri(), "--host", "127.0.0.1", "--port", str(args.port)],
-        env=env,
+        env=env, start_new_session=True,
     ))  # fmt: skip
     print(f"[llmops] MLflow UI: http://127.0.0.1:{args.port}", flush=True)
     if args.airflow:
         ensure_airflow_db(env)
         env["AIRFLOW__API__PORT"] = str(args.airflow_port)
-        procs.append(subprocess.Popen([_bin("airflow"), "standalone"], env=env))
+        procs.append(subprocess.Popen([_bin("airflow"), "standalone"], env=env, start_new_session=True))
         print(f"[llmops] Airflow UI: http://127.0.0.1:{args.airflow_port} (all users are admins locally)", flush=True)
     print("[llmops] Ctrl-C stops the servers", flush=True)
+
+    def _stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, _stop)  # also when started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
+        # Each server runs in its own process group (MLflow and Airflow start
+        # workers of their own): stop the whole group.
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+            try:
+                os.killpg(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
         for p in procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                p.kill()
+                pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return 0
 
 
