@@ -543,11 +543,11 @@ def paired_comparisons(suite: Suite, run_id: str, sweep: dict, winner: str, cham
 
     g = suite.gate
     kw = dict(resamples=g.bootstrap_resamples, confidence=g.confidence, seed=g.seed)
-    champ_rows = _scores(run_id, champion)
+    champ_rows, winner_rows = _scores(run_id, champion), _scores(run_id, winner)
     out = []
     for metric in [*suite.scoring.weights, "composite"]:
         hib = True if metric == "composite" else scorer_for_metric(metric).higher_is_better
-        out.append(paired_compare(_values(_scores(run_id, winner), metric), _values(champ_rows, metric),
+        out.append(paired_compare(_values(winner_rows, metric), _values(champ_rows, metric),
                                   metric=metric, higher_is_better=hib, **kw))  # fmt: skip
     eligible = [row["config_id"] for row in sweep["leaderboard"] if row["rank"] is not None and row["eligible"]]
     champ_comp = _values(champ_rows, "composite")
@@ -645,9 +645,3 @@ def final_report(suite_path: str, dataset: dict, sweep: dict, decision: dict, co
     (settings.home() / "last_report.json").write_text(json.dumps(report, indent=2, default=str))
     report["report_path"] = str(path)
     return report
-
-
-__all__ = [
-    "check_suite", "check_dataset", "plan", "models_of", "generate_config", "score_config",
-    "log_sweep", "register_and_decide", "final_report", "dataset_digest",
-]  # fmt: skip

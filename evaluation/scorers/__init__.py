@@ -111,12 +111,6 @@ def list_scorers() -> list[dict]:
     return [cls.info() for _, cls in sorted(_REGISTRY.items())]
 
 
-def composite_metric_names() -> list[str]:
-    """Metrics a suite may weight in the composite: each scorer's headline."""
-    _load_builtin()
-    return [cls.metrics[0] for cls in _REGISTRY.values()]
-
-
 def scorer_for_metric(metric: str) -> type[Scorer]:
     _load_builtin()
     for cls in _REGISTRY.values():
