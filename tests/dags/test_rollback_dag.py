@@ -23,7 +23,9 @@ def test_rollback_param_moves_champion_back_through_the_ledger(tmp_path, llmops_
     llmops_home.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{llmops_home / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("rollback")
+    # An explicit artifact location: the default is ./mlruns in the working directory.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "rollback", artifact_location=(llmops_home / "artifacts").as_uri()))
     ledger = Ledger(str(llmops_home / "store"), "unit-model")
     versions = []
     for i in range(2):

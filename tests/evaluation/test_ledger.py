@@ -37,7 +37,9 @@ def test_two_concurrent_promotions_move_the_alias_exactly_once(llmops_home):
     uri = f"sqlite:///{llmops_home / 'mlflow.db'}"
     store = str(llmops_home / "store")
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("race")
+    # An explicit artifact location: the default is ./mlruns in the working directory.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "race", artifact_location=(llmops_home / "artifacts").as_uri()))
     versions = []
     for i in range(2):
         with mlflow.start_run() as run:
