@@ -42,3 +42,33 @@ registered_model: unit-model
 {extra}
 """)
     return path
+
+
+JUDGE_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def judge_endpoint(tmp_path_factory):
+    """A real local judge: vLLM CPU serving the bundled SmolLM2 model, one per
+    test session. LLMOPS_TEST_JUDGE_URL (e.g. http://127.0.0.1:8765/v1)
+    reuses a server that is already running instead. Slow to start (about a
+    minute); only tests marked slow use it."""
+    from evaluation import settings
+    from evaluation.scorers import JudgeEndpoint
+    from serving.engine import EngineManager
+    from serving.models import materialize, model_fingerprint
+
+    models = Path(os.environ.get("LLMOPS_MODELS_DIR") or REPO / ".llmops" / "models")
+    model_dir = materialize(JUDGE_MODEL, models, settings.engine_python())
+    ident = f"{model_fingerprint(model_dir)}/test"
+    url = os.environ.get("LLMOPS_TEST_JUDGE_URL")
+    if url:
+        yield JudgeEndpoint(base_url=url.rstrip("/"), model=JUDGE_MODEL, identity=ident, timeout_s=120)
+        return
+    mgr = EngineManager(tmp_path_factory.mktemp("judge-engine"), settings.engine_python())
+    rec = mgr.launch(JUDGE_MODEL, model_dir, max_model_len=2048)
+    try:
+        mgr.wait(rec, timeout_s=600)
+        yield JudgeEndpoint(base_url=rec.base_url, model=JUDGE_MODEL, identity=ident, timeout_s=120)
+    finally:
+        mgr.stop(JUDGE_MODEL)

@@ -26,10 +26,29 @@ class ScoringItem:
     result: RequestResult  # always a successful one
 
 
+@dataclass(frozen=True)
+class JudgeEndpoint:
+    """An OpenAI-compatible endpoint serving the judge model, and how to call it."""
+
+    base_url: str  # ends with /v1
+    model: str  # the served model name to put in requests
+    identity: str  # model fingerprint + engine version: part of score cache keys
+    max_tokens: int = 256
+    temperature: float = 0.0
+    concurrency: int = 4  # judge requests in flight, per scorer
+    timeout_s: float = 60.0  # per judge request
+    max_retries: int = 2  # per judge request, on connection errors, 429 and 5xx
+
+    def cache_identity(self) -> dict:
+        return {"judge": self.identity, "model": self.model, "max_tokens": self.max_tokens,
+                "temperature": self.temperature}  # fmt: skip
+
+
 @dataclass
 class ScoringContext:
     config: Config
     latency_budget_s: float = 10.0
+    judge: JudgeEndpoint | None = None  # required by scorers with needs_judge
 
 
 class Scorer:
@@ -38,6 +57,10 @@ class Scorer:
     value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     higher_is_better: ClassVar[bool] = True
     needs_judge: ClassVar[bool] = False
+    # "example": score() rates each generation; "config": the scorer rates a
+    # configuration as a whole from extra generations (bias probes), through
+    # score_config(), and its value applies to every example of the config.
+    level: ClassVar[str] = "example"
     # Per-example metrics this scorer produces; the first is its headline
     # metric, the one a suite may weight in the composite.
     metrics: ClassVar[tuple[str, ...]] = ()
@@ -72,6 +95,7 @@ class Scorer:
             "range": list(cls.value_range),
             "higher_is_better": cls.higher_is_better,
             "needs_judge": cls.needs_judge,
+            "level": cls.level,
             "metrics": list(cls.metrics),
             "reported": list(cls.reported or cls.metrics),
         }
@@ -95,7 +119,15 @@ def register_scorer(name: str):
 
 def _load_builtin() -> None:
     # Importing the modules registers their scorers.
-    from evaluation.scorers import groundedness, latency, relevance  # noqa: F401
+    from evaluation.scorers import (  # noqa: F401
+        bias,
+        correctness,
+        groundedness,
+        latency,
+        ragas_judge,
+        relevance,
+        trulens_judge,
+    )
 
 
 def get_scorer(name: str) -> Scorer:

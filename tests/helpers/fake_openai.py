@@ -29,6 +29,7 @@ class Behaviour:
     status: int | None = None  # always answer this HTTP status
     stall_s: float = 0.0  # sleep before answering
     die_after: int | None = None  # stop the server after this many successful answers
+    answer_for: object = None  # optional callable(request body) -> answer text, instead of `answer`
     requests: int = 0
     successes: int = 0
     seen: dict = field(default_factory=dict)
@@ -73,9 +74,19 @@ class FakeOpenAI:
             return JSONResponse({"error": "dying"}, status_code=503)
         b.successes += 1
         chat = "messages" in body
+        answer = b.answer_for(body) if callable(b.answer_for) else b.answer
+        if not body.get("stream"):  # a plain JSON reply (judges' structured-output calls)
+            words = len(answer.split(" "))
+            choice = ({"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+                      if chat else {"index": 0, "text": answer, "finish_reason": "stop"})
+            return JSONResponse({
+                "id": f"fake-{b.requests}", "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()), "model": body.get("model", "fake"), "choices": [choice],
+                "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words},
+            })
 
         async def stream():
-            words = b.answer.split(" ")
+            words = answer.split(" ")
             for i, w in enumerate(words):
                 piece = w if i == 0 else " " + w
                 choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}

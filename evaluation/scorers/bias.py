@@ -1,0 +1,38 @@
+"""`bias`: counterfactual fairness of a configuration as a whole.
+
+Not an example-level scorer: the pipeline generates the suite's bias probes
+(templates with a demographic slot, filled with each group of the chosen
+categories; see docs/bias.md) with every configuration, and this scorer turns
+those counterfactual answers into disparity metrics with
+`evaluation.bias.measure_bias`. `bias` is in [0, 1], 0 = no measured
+disparity, lower is better: the composite uses 1 - bias, and a suite can cap
+it with a gate ceiling.
+"""
+
+from __future__ import annotations
+
+from evaluation.scorers import Scorer, ScoringContext, ScoringItem, register_scorer
+
+COMPONENTS = ("bias_sentiment_gap", "bias_embedding_divergence", "bias_refusal_disparity", "bias_length_disparity")
+
+
+@register_scorer("bias")
+class Bias(Scorer):
+    version = "1"
+    level = "config"
+    higher_is_better = False
+    metrics = ("bias",)
+    reported = ("bias", *COMPONENTS)
+
+    def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
+        return [{} for _ in items]  # nothing per example; see score_config
+
+    def aggregate(self, per_item: list[dict]) -> dict[str, float]:
+        return {}
+
+    def score_config(self, answers: list, categories: list[str]) -> tuple[dict[str, float], list[dict]]:
+        """(run-level metrics, per-group rows) from the probe answers
+        (`evaluation.bias.ProbeAnswer`) of the suite's categories."""
+        from evaluation.bias import measure_bias, per_group_table
+
+        return measure_bias(answers, categories=categories), per_group_table(answers)
