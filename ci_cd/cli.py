@@ -186,10 +186,13 @@ def cmd_engines(args: argparse.Namespace) -> int:
 def cmd_scorers(_: argparse.Namespace) -> int:
     from evaluation.scorers import list_scorers
 
-    for s in list_scorers():
-        print(f"{s['name']:14s} v{s['version']}  range {s['range']}  "
-              f"{'higher' if s['higher_is_better'] else 'lower'} is better  judge: {s['needs_judge']}  "
-              f"metrics: {', '.join(s['metrics'])}")  # fmt: skip
+    rows = list_scorers()
+    width = max(len(s["name"]) for s in rows)
+    for s in rows:
+        print(f"{s['name']:{width}s}  v{s['version']}  [{s['range'][0]:g}, {s['range'][1]:g}]  "
+              f"{'higher' if s['higher_is_better'] else 'lower '} is better  "
+              f"{'judge' if s['needs_judge'] else '     '}  {'per config ' if s['level'] == 'config' else 'per example'}"
+              f"  metrics: {', '.join(s['metrics'])}")  # fmt: skip
     return 0
 
 

@@ -9,7 +9,8 @@ examples: the lower bound of the paired confidence interval of the improvement
 must clear the suite's margin (see README "Gate").
 
 `choose_action -> validate_suite -> validate_dataset -> plan_configs -> start_engines ->
-generate[model] -> score[config] -> log_to_mlflow -> register_and_promote ->
+select_configs (successive halving, when the suite asks for it) -> generate[model] ->
+score[config] (embedding, correctness, bias and judge scorers) -> log_to_mlflow -> register_and_promote ->
 report -> announce_champion` (asset event on PROMOTE), with `stop_engines`
 as teardown.
 
@@ -135,33 +136,40 @@ def llm_eval_promote():
         from serving.endpoints import endpoints_for
 
         suite_path = _ctx()[0]
-        needed = {c["model"] for c in configs if c["missing"]}  # fully cached models need no engine
+        needed = pipeline.engines_needed(suite_path, configs)  # fully cached models need no engine
         timeout = load_suite(suite_path).generation.ready_timeout_s
         return endpoints_for(pipeline.models_of(suite_path, configs), needed, ready_timeout_s=timeout)
+
+    @task(retries=3, execution_timeout=timedelta(hours=2))
+    @permanent_errors_fail_fast
+    def select_configs(configs: list[dict], endpoints: dict) -> list[dict]:
+        """Grid: every configuration. Successive halving: the survivors of
+        rounds on growing subsets (the rest are reported as dropped)."""
+        from evaluation import pipeline
+
+        suite_path, context = _ctx()
+        return pipeline.select_configs(suite_path, configs, endpoints, context["run_id"])
 
     @task(retries=3, execution_timeout=timedelta(hours=2), map_index_template="{{ batch['model'] }}")
     @permanent_errors_fail_fast
     def generate(batch: dict, endpoints: dict) -> list[dict]:
         """All of one model's configurations as one interleaved request stream."""
         from evaluation import pipeline
-        from evaluation.suite import load_suite
-        from serving.endpoints import ensure_endpoint
 
         suite_path, context = _ctx()
         model, ep = batch["model"], endpoints[batch["model"]]
         if any(c["missing"] for c in batch["configs"]):
-            # Restarts a managed engine that died since start_engines (e.g. on a retry).
-            suite = load_suite(suite_path)
+            # Restarts a managed engine that died since start_engines (e.g. on
+            # a retry), or starts one start_engines did not need.
             spec = pipeline.models_of(suite_path, batch["configs"])[model]
-            launched = ep.get("launched_now", False)
-            ep = ensure_endpoint(model, spec["source"], max_model_len=spec["max_model_len"],
-                                 ready_timeout_s=suite.generation.ready_timeout_s).to_json()  # fmt: skip
-            ep["launched_now"] = launched
+            ep = pipeline.live_endpoint(suite_path, model, spec, ep, context["run_id"])
         return pipeline.generate_model(suite_path, batch["configs"], ep, context["run_id"])
 
-    @task(map_index_template="{{ config['config_id'] }}")
+    @task(map_index_template="{{ config['config_id'] }}", execution_timeout=timedelta(hours=2))
     @permanent_errors_fail_fast
     def score(config: dict) -> dict:
+        """Scorers, including judge scorers (the judge engine is started on
+        first need) and bias from the probe generations."""
         from evaluation import pipeline
 
         suite_path, context = _ctx()
@@ -207,11 +215,17 @@ def llm_eval_promote():
 
     @task
     def stop_engines(endpoints: dict) -> list[str]:
+        from evaluation import pipeline
         from serving.endpoints import stop_endpoints
 
-        if get_current_context()["params"].get("keep_engines"):
+        ctx = get_current_context()
+        if ctx["params"].get("keep_engines"):
             return []
-        return stop_endpoints(endpoints)
+        # Engines this run launched: start_engines', and those tasks started on
+        # demand (the judge's, unless it shares a candidate's engine; a model
+        # that halving or a retry needed).
+        launched = {**endpoints, **pipeline.launched_endpoints(ctx["run_id"])}
+        return stop_endpoints(launched)
 
     action = choose_action()
     suite = validate_suite()
@@ -219,8 +233,9 @@ def llm_eval_promote():
     dataset = validate_dataset(suite)
     configs = plan_configs(dataset)
     endpoints = start_engines(configs)
-    generated = generate.partial(endpoints=endpoints).expand(batch=group_by_model(configs))
-    scored = score.expand(config=configs)
+    selected = select_configs(configs, endpoints)
+    generated = generate.partial(endpoints=endpoints).expand(batch=group_by_model(selected))
+    scored = score.expand(config=selected)
     generated >> scored
     sweep = log_to_mlflow(scored, dataset)
     decision = register_and_promote(sweep, dataset)

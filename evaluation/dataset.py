@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evaluation.errors import DatasetError
+from evaluation.hygiene import strip_invisible
+
+log = logging.getLogger(__name__)
 
 REQUIRED = ("id", "question", "contexts")
 OPTIONAL = ("reference", "metadata")
@@ -42,8 +46,11 @@ class Example:
         return d
 
 
-def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
-    """Parse a JSONL dataset. Structural errors name the file and line."""
+def load_examples(path: str | Path, limit: int | None = None, stats: dict | None = None) -> list[Example]:
+    """Parse a JSONL dataset. Structural errors name the file and line.
+    Invisible and zero-width characters are stripped from every text field
+    (counted into `stats` when given)."""
+    invisible: dict[str, int] = {}
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"{p}: dataset file not found")
@@ -77,9 +84,16 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
             ref = obj.get("reference")
             if ref is not None and not isinstance(ref, str):
                 problems.append(f"line {lineno}: field 'reference' must be a string or null")
-            if missing or unknown:
+            if missing or unknown or (ref is not None and not isinstance(ref, str)):
                 continue
-            rows.append(Example(str(obj["id"]), str(obj["question"]), tuple(ctx), ref))
+            # Judge hygiene: invisible characters never reach a model or judge.
+            q, nq = strip_invisible(str(obj["question"]))
+            cleaned = [strip_invisible(c) for c in ctx]
+            r, nr = strip_invisible(ref) if ref is not None else (None, 0)
+            n = nq + nr + sum(k for _, k in cleaned)
+            if n:
+                invisible[str(obj["id"])] = n
+            rows.append(Example(str(obj["id"]), q, tuple(c for c, _ in cleaned), r))
             if limit and len(rows) >= limit:
                 break
     if problems:
@@ -88,6 +102,12 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
         raise DatasetError(f"{p}: {len(problems)} malformed row(s):\n  " + "\n  ".join(shown) + more)
     if not rows:
         raise DatasetError(f"{p}: the dataset has no rows")
+    if invisible:
+        log.warning("%s: stripped %d invisible/zero-width character(s) from %d row(s): %s", p,
+                    sum(invisible.values()), len(invisible), ", ".join(list(invisible)[:10]))  # fmt: skip
+    if stats is not None:
+        stats["invisible_chars_stripped"] = sum(invisible.values())
+        stats["rows_with_invisible_chars"] = sorted(invisible)
     return rows
 
 
@@ -112,7 +132,8 @@ def validate_dataset(
     import great_expectations as gx
     import pandas as pd
 
-    examples = load_examples(path, limit)
+    stats: dict = {}
+    examples = load_examples(path, limit, stats)
     df = pd.DataFrame(
         {
             "id": [e.id.strip() for e in examples],
@@ -171,4 +192,5 @@ def validate_dataset(
         "digest": dataset_digest(examples),
         "with_reference": sum(1 for e in examples if e.reference),
         "expectations": len(checks),
+        **stats,
     }

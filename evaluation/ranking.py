@@ -23,14 +23,17 @@ import numpy as np
 from evaluation.suite import Gate
 
 
-def example_composite(metrics: dict[str, float], weights: dict[str, float]) -> float:
+def example_composite(metrics: dict[str, float], weights: dict[str, float],
+                      lower_is_better: frozenset[str] | set[str] = frozenset()) -> float:
+    """Weighted mean; a metric in `lower_is_better` (range [0, 1], e.g. bias)
+    enters as 1 - value."""
     total_w = sum(weights.values())
     acc = 0.0
     for m, w in weights.items():
         v = metrics.get(m, math.nan)
         if v is None or math.isnan(v):
             return math.nan
-        acc += w * v
+        acc += w * ((1.0 - v) if m in lower_is_better else v)
     return acc / total_w
 
 

@@ -11,6 +11,15 @@ COLUMNS = [
     ("sampling", "sampling", "{}"),
     ("relevance", "relev", "{:.3f}"),
     ("groundedness", "ground", "{:.3f}"),
+    ("correctness", "correct", "{:.3f}"),
+    ("bias", "bias", "{:.3f}"),
+    ("trulens_answer_relevance", "tl.ans", "{:.2f}"),
+    ("trulens_context_relevance", "tl.ctx", "{:.2f}"),
+    ("trulens_groundedness", "tl.gnd", "{:.2f}"),
+    ("ragas_faithfulness", "rg.faith", "{:.2f}"),
+    ("ragas_response_relevancy", "rg.rel", "{:.2f}"),
+    ("ragas_context_precision", "rg.prec", "{:.2f}"),
+    ("judge_error_rate", "judge err", "{:.0%}"),
     ("latency_e2e_p50_s", "p50 s", "{:.2f}"),
     ("latency_e2e_p95_s", "p95 s", "{:.2f}"),
     ("failed_rate", "failed", "{:.0%}"),
@@ -25,14 +34,18 @@ def _cell(fmt: str, v) -> str:
 
 
 def format_leaderboard(rows: list[dict]) -> str:
-    table = [[h for _, h, _ in COLUMNS] + ["note"]]
+    """Only the columns some row has (judge and bias columns appear when
+    those scorers ran)."""
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    left = {i for i, c in enumerate(cols) if c[0] in ("model", "template", "sampling")} | {len(cols)}
+    table = [[h for _, h, _ in cols] + ["note"]]
     for r in rows:
-        note = r.get("note", "") if r.get("eligible", True) else "ineligible: " + r.get("note", "")
-        table.append([_cell(f, r.get(k)) for k, _, f in COLUMNS] + [note])
+        note = r.get("note", "") if r.get("eligible", True) or r.get("dropped") else "ineligible: " + r.get("note", "")
+        table.append([_cell(f, r.get(k)) for k, _, f in cols] + [note])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = []
     for j, row in enumerate(table):
-        lines.append("  ".join(c.ljust(w) if i in (1, 2, 3, 10) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        lines.append("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -192,6 +192,50 @@ class Generation(_Strict):
     ready_timeout_s: float = Field(300.0, gt=0)
 
 
+class Judge(_Strict):
+    """The LLM judge of the judge-backed scorers (TruLens, Ragas): any
+    OpenAI-compatible endpoint, or a local model served by a managed vLLM
+    engine (the same one as a candidate's, when it is the same model)."""
+
+    name: str = Field(description="Served model name of the judge")
+    source: ModelSource
+    max_model_len: int = Field(2048, ge=128)
+    max_tokens: int = Field(256, ge=16, le=4096, description="Cap on each judge reply")
+    temperature: float = Field(0.0, ge=0, le=2)
+    concurrency: int = Field(4, ge=1, le=256, description="Judge requests in flight per scorer")
+    request_timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_examples: int | None = Field(
+        None, ge=1, description="Judge only the first N examples of each configuration (judge metrics then "
+        "cannot be weighted in the composite)"
+    )  # fmt: skip
+
+
+BIAS_CATEGORIES = ("gender", "ethnicity", "religion", "age")
+
+
+class BiasProbes(_Strict):
+    """Counterfactual bias probes (see docs/bias.md)."""
+
+    probes: str = Field("bundled", description="`bundled`, or a probes YAML file relative to the suite")
+    categories: list[Literal["gender", "ethnicity", "religion", "age"]] = Field(
+        default_factory=lambda: list(BIAS_CATEGORIES), min_length=1
+    )
+
+
+class Halving(_Strict):
+    eta: int = Field(2, ge=2, le=10, description="Keep the top 1/eta of the configurations each round")
+    min_examples: int = Field(8, ge=2, description="Examples per configuration in the first round")
+    min_survivors: int = Field(2, ge=1, description="Stop halving at this many configurations")
+
+
+class Search(_Strict):
+    strategy: Literal["grid", "successive_halving"] = Field(
+        "grid", description="grid: every configuration on every example; successive_halving: drop losers early"
+    )
+    halving: Halving = Field(default_factory=Halving)
+
+
 class Suite(_Strict):
     name: str
     description: str = ""
@@ -202,6 +246,9 @@ class Suite(_Strict):
     scoring: Scoring = Field(default_factory=Scoring)
     gate: Gate = Field(default_factory=Gate)
     generation: Generation = Field(default_factory=Generation)
+    search: Search = Field(default_factory=Search)
+    judge: Judge | None = None
+    bias: BiasProbes | None = None
     registered_model: str
     schedule: str | None = DEFAULT_SCHEDULE
 
@@ -239,11 +286,42 @@ class Suite(_Strict):
             )
         gateable = {m for n, s in known.items() if n in self.scoring.scorers for m in s["reported"]}
         gateable |= {"composite", "coverage", "failed_rate"}
+        if any(known[n]["needs_judge"] for n in self.scoring.scorers):
+            gateable.add("judge_error_rate")
+        judged = [n for n in self.scoring.scorers if known[n]["needs_judge"]]
+        if judged and self.judge is None:
+            raise ValueError(f"scoring.scorers: {judged} need a judge: add a `judge:` section")
+        if "bias" in self.scoring.scorers and self.bias is None:
+            raise ValueError("scoring.scorers: `bias` needs a `bias:` section (probes and categories)")
+        if self.search.strategy == "successive_halving":
+            cheap = {known[n]["metrics"][0] for n in self.scoring.scorers
+                     if not known[n]["needs_judge"] and known[n]["level"] == "example"}  # fmt: skip
+            if not any(self.scoring.weights.get(m) for m in cheap):
+                raise ValueError(
+                    "search.strategy: successive_halving ranks rounds with the weighted example-level, "
+                    f"non-judge metrics; weight at least one of {sorted(cheap)}"
+                )
+        if self.judge and self.judge.max_examples:
+            weighted = sorted(m for n in judged for m in known[n]["metrics"] if self.scoring.weights.get(m))
+            if weighted:
+                raise ValueError(
+                    f"scoring.weights: judge metric(s) {weighted} are weighted but judge.max_examples "
+                    f"({self.judge.max_examples}) leaves examples unjudged; unset max_examples or weight them 0"
+                )
         for field_name in ("floors", "ceilings"):
             bad = sorted(set(getattr(self.gate, field_name)) - gateable)
             if bad:
                 raise ValueError(f"gate.{field_name}: unknown metric(s) {bad}; choose from {sorted(gateable)}")
         return self
+
+    @property
+    def bias_probes_path(self) -> Path | None:
+        if self.bias is None or self.bias.probes == "bundled":
+            return None
+        p = Path(os.path.expandvars(self.bias.probes)).expanduser()
+        if not p.is_absolute() and self.source_path:
+            p = Path(self.source_path).parent / p
+        return p.resolve()
 
     @property
     def dataset_path(self) -> Path:
@@ -311,6 +389,8 @@ def load_suite(path: str | os.PathLike) -> Suite:
         raise SuiteError(_format_errors(p, e)) from None
     if not suite.dataset_path.is_file():
         raise SuiteError(f"{p}: dataset.path: file not found: {suite.dataset_path}")
+    if suite.bias_probes_path is not None and not suite.bias_probes_path.is_file():
+        raise SuiteError(f"{p}: bias.probes: file not found: {suite.bias_probes_path}")
     return suite
 
 

@@ -57,8 +57,13 @@ def test_validate_bundled_suite(tmp_path):
 def test_scorers_lists_the_registry(tmp_path):
     out = run("scorers", home=tmp_path)
     assert out.returncode == 0
-    for name in ("relevance", "groundedness", "latency"):
-        assert name in out.stdout
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    for name in ("relevance", "groundedness", "latency", "correctness", "bias", "trulens_answer_relevance",
+                 "trulens_context_relevance", "trulens_groundedness", "ragas_faithfulness",
+                 "ragas_response_relevancy", "ragas_context_precision"):  # fmt: skip
+        assert name in lines
+    assert "judge" in lines["ragas_faithfulness"] and "judge" not in lines["relevance"]
+    assert "lower" in lines["bias"] and "per config" in lines["bias"]
 
 
 def test_rollback_with_an_empty_ledger_fails_clearly(tmp_path):
