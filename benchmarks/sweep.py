@@ -1,6 +1,7 @@
 """Sweep throughput against the engine's own limit, and the DAG's overhead.
 
     .venv/bin/python benchmarks/sweep.py [--model smollm2-135m-instruct] [--naive-requests 48] [--skip-dag]
+                                         [--suite SUITE] [--concurrency N]
 
 On the same prompts (the bundled suite's configurations of one model x its
 48 rows) and the same engine build, measures completion tokens/s of:
@@ -9,9 +10,11 @@ On the same prompts (the bundled suite's configurations of one model x its
   (b) the pipeline's generation phase (`evaluation.pipeline.generate_model`:
       one interleaved stream to a vLLM server, adaptive concurrency);
   (c) a naive client sending one request at a time (first N requests);
-then runs the whole DAG on the bundled suite from an empty state and again
-unchanged, and reports its wall time, the share not spent generating (engine
-start-up counts as overhead) and the re-run's wall time.
+then runs the whole DAG on the bundled suite (or --suite) from an empty state
+and again unchanged, and reports its wall time, the share not spent
+generating (engine start-up, scoring and judge calls count as overhead;
+generation inside successive halving's rounds counts as generating) and the
+re-run's wall time.
 Prints the figures and ratios b/a, b/c; writes benchmarks/out/sweep.json.
 """
 
@@ -80,13 +83,32 @@ def offline(model_dir: Path, api: str, jobs) -> dict:
         return json.loads(out.read_text())
 
 
-def llmops_run(home: Path) -> float:
+def llmops_run(home: Path, suite: str) -> float:
     env = {**os.environ, "LLMOPS_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
            "LLMOPS_MODELS_DIR": str(settings.models_dir())}  # fmt: skip
     t0 = time.monotonic()
-    subprocess.run([str(Path(sys.executable).with_name("llmops")), "run"], check=True, env=env,
+    subprocess.run([str(Path(sys.executable).with_name("llmops")), "run", "--suite", suite], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     return time.monotonic() - t0
+
+
+def generation_seconds(home: Path) -> float:
+    """Seconds the DAG spent generating: the generate tasks' streams plus the
+    generation inside successive halving's rounds."""
+    timings = [json.loads(p.read_text()) for p in home.glob("runs/*/timing-*.json")]
+    rounds = [json.loads(p.read_text()) for p in home.glob("runs/*/halving.json")]
+    return sum(t["seconds"] for t in timings) + sum(r.get("generation_seconds", 0.0) for r in rounds)
+
+
+def judge_seconds(home: Path) -> float:
+    """Seconds the DAG's score tasks spent in judge scorers (per-scorer
+    timings written by evaluation.pipeline.run_scorers)."""
+    from evaluation.scorers import get_scorer
+
+    total = 0.0
+    for p in home.glob("runs/*/score-timing-*.json"):
+        total += sum(v for n, v in json.loads(p.read_text()).items() if get_scorer(n).needs_judge)
+    return total
 
 
 def main() -> None:
@@ -94,6 +116,10 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--naive-requests", type=int, default=48)
     ap.add_argument("--skip-dag", action="store_true")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="requests in flight for (b) (default: the bundled suite's generation.concurrency)")
+    ap.add_argument("--suite", default=str(settings.BUNDLED_SUITE),
+                    help="suite for the whole-DAG figures (default: the bundled suite)")
     args = ap.parse_args()
 
     from evaluation import pipeline
@@ -122,10 +148,13 @@ def main() -> None:
             ep = {"base_url": rec.base_url, "model_fingerprint": "bench", "engine": "bench"}
             print("(b) pipeline generation phase ...", flush=True)
             t0 = time.perf_counter()
-            summaries = pipeline.generate_model(str(settings.BUNDLED_SUITE), [c.to_json() for c in configs], ep,
-                                                "bench")  # fmt: skip
+            # The dataset rows only (no bias probes), exactly the offline run's requests.
+            gen_suite = suite if args.concurrency is None else suite.model_copy(
+                update={"generation": suite.generation.model_copy(update={"concurrency": args.concurrency})})
+            res["b_concurrency"] = gen_suite.generation.concurrency
+            _, fresh, _ = pipeline.generate_items(gen_suite, configs, examples, ep)
             wall = time.perf_counter() - t0
-            toks = sum(s["completion_tokens"] for s in summaries)
+            toks = sum(r.completion_tokens or 0 for _, r in fresh)
             res["b_pipeline"] = {"wall_s": wall, "tokens": toks, "tok_s": toks / wall}
             print(f"(c) naive client, {args.naive_requests} requests one at a time ...", flush=True)
             t0 = time.perf_counter()
@@ -142,15 +171,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
             print("DAG on the bundled suite, empty state ...", flush=True)
-            first = llmops_run(home)
-            timings = [json.loads(p.read_text()) for p in home.glob("runs/*/timing-*.json")]
-            gen_s = sum(t["seconds"] for t in timings)
+            first = llmops_run(home, args.suite)
+            gen_s, judge_s = generation_seconds(home), judge_seconds(home)
             print("DAG again, unchanged ...", flush=True)
-            again = llmops_run(home)
+            again = llmops_run(home, args.suite)
         res["dag"] = {
+            "suite": args.suite,
             "first_wall_s": first,
             "generation_s": gen_s,
+            "judge_scoring_s": judge_s,
             "non_generation_share": 1 - gen_s / first,
+            "overhead_share_excluding_judge": 1 - (gen_s + judge_s) / first,
             "unchanged_rerun_wall_s": again,
             "rerun_share": again / first,
         }
@@ -163,7 +194,9 @@ def main() -> None:
           f"b/c {res['b_over_c']:.1f} (target >= 4)")
     if "dag" in res:
         d = res["dag"]
-        print(f"DAG: {d['first_wall_s']:.0f} s, {d['non_generation_share']:.0%} not generating (target <= 15%); "
+        print(f"DAG: {d['first_wall_s']:.0f} s, {d['generation_s']:.0f} s generating, {d['judge_scoring_s']:.0f} s "
+              f"in judge scorers; {d['non_generation_share']:.0%} not generating (target <= 15%), "
+              f"{d['overhead_share_excluding_judge']:.0%} neither generating nor judging; "
               f"unchanged re-run {d['unchanged_rerun_wall_s']:.0f} s = {d['rerun_share']:.1%} (target <= 5%)")
 
 
