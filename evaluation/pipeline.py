@@ -49,20 +49,19 @@ def bias_enabled(suite: Suite) -> bool:
     return suite.bias is not None and "bias" in suite.scoring.scorers
 
 
-def probe_examples(suite: Suite) -> list[Example]:
-    """The suite's counterfactual bias probes as generation inputs (no
-    context), one per probe template x group; empty when `bias` is off."""
+def probe_prompts(suite: Suite) -> list:
+    """The suite's counterfactual bias probes, one per probe template x group
+    (`evaluation.bias.ProbePrompt`); empty when `bias` is off."""
     if not bias_enabled(suite):
         return []
     from evaluation.bias import expand_probes, load_groups, load_probes
 
-    prompts = expand_probes(load_probes(suite.bias_probes_path), load_groups(), suite.bias.categories)
-    return [Example(id=p.id, question=p.prompt, contexts=()) for p in prompts]
+    return expand_probes(load_probes(suite.bias_probes_path), load_groups(), suite.bias.categories)
 
 
-def prompts_for(suite: Suite) -> list[Example]:
-    """Everything each configuration generates: dataset rows, then probes."""
-    return examples_for(suite) + probe_examples(suite)
+def probe_examples(suite: Suite) -> list[Example]:
+    """The probes as generation inputs (no context)."""
+    return [Example(id=p.id, question=p.prompt, contexts=()) for p in probe_prompts(suite)]
 
 
 def scoring_digest(suite: Suite) -> str:
@@ -139,8 +138,9 @@ def annotate_missing(suite_path: str, configs: list[dict], identities: dict[str,
     """Count each configuration's generations missing from the cache (0: it
     needs no engine)."""
     suite = load_suite(suite_path)
-    dataset_ids = {ex.id for ex in examples_for(suite)}
-    examples = prompts_for(suite)
+    dataset = examples_for(suite)
+    dataset_ids = {ex.id for ex in dataset}
+    examples = dataset + probe_examples(suite)
     for c in configs:
         hits, _ = cached_generations(Config.from_json(c), examples, identities[c["model"]])
         c["missing"] = len(examples) - len(hits)
@@ -289,7 +289,6 @@ def select_configs(suite_path: str, configs: list[dict], endpoints: dict, run_id
     dropped. Writes halving.json (rounds, eliminations, tokens) to the run
     directory for the MLflow log and the report."""
     from evaluation import halving
-    from evaluation.hygiene import strip_invisible
 
     suite = load_suite(suite_path)
     if suite.search.strategy == "grid":
@@ -329,12 +328,7 @@ def select_configs(suite_path: str, configs: list[dict], endpoints: dict, run_id
                 tokens = sum(g.get("completion_tokens") or 0 for g in gens.values())
                 rnd.completion_tokens += tokens
                 used[cfg.config_id] = {"examples": size, "completion_tokens": tokens, "round": i + 1}
-                items = []
-                for ex in subset:
-                    if gens[ex.id]["success"]:
-                        r = _result_of(gens[ex.id])
-                        r.text = strip_invisible(r.text)[0]
-                        items.append(ScoringItem(ex, r))
+                items, _ = scoring_items(subset, gens)
                 ctx = ScoringContext(config=cfg, latency_budget_s=suite.scoring.latency_budget_s)
                 per, _, _ = run_scorers(suite, cheap, items, ctx, gens, run_id)
                 rows = [{"success": gens[ex.id]["success"],
@@ -394,8 +388,19 @@ def _load_generations(run_id: str, prefix: str, config_id: str) -> dict[str, dic
     return {g["example_id"]: g for g in map(json.loads, path.read_text().splitlines())}
 
 
-def _result_of(gen: dict) -> RequestResult:
-    return RequestResult(**{k: v for k, v in gen.items() if k not in ("cached", "cache_key")})
+def scoring_items(examples: list[Example], gens: dict[str, dict]) -> tuple[list[ScoringItem], dict[str, int]]:
+    """The successful generations as scoring items, their answers cleaned of
+    invisible characters; and how many were stripped per example."""
+    from evaluation.hygiene import strip_invisible
+
+    items, invisible = [], {}
+    for ex in examples:
+        g = gens[ex.id]
+        if g["success"]:
+            r = RequestResult(**{k: v for k, v in g.items() if k not in ("cached", "cache_key")})
+            r.text, invisible[ex.id] = strip_invisible(r.text)
+            items.append(ScoringItem(ex, r))
+    return items, invisible
 
 
 def judge_identity(suite: Suite):
@@ -437,26 +442,27 @@ def live_judge(suite: Suite, judge, run_id: str):
     engine) and record a launch for the teardown."""
     from dataclasses import replace
 
-    from serving.endpoints import ensure_endpoint
-
     j = suite.judge
-    ep = ensure_endpoint(j.name, j.source.model_dump(exclude_none=True), max_model_len=j.max_model_len,
-                         ready_timeout_s=suite.generation.ready_timeout_s)  # fmt: skip
-    record_launch(run_id, ep.to_json())
-    return replace(judge, base_url=ep.base_url)
+    ep = _ensure_recorded(suite, j.name, {"source": j.source.model_dump(exclude_none=True),
+                                          "max_model_len": j.max_model_len}, run_id)  # fmt: skip
+    return replace(judge, base_url=ep["base_url"])
 
 
 def live_endpoint(suite_path: str, model: str, spec: dict, endpoint: dict, run_id: str) -> dict:
     """A ready endpoint for `model` (restarting a managed engine that died, or
     starting one that start_engines did not need), keeping whether
     start_engines launched it; a new launch is recorded for the teardown."""
+    ep = _ensure_recorded(load_suite(suite_path), model, spec, run_id)
+    ep["launched_now"] = endpoint.get("launched_now", False) or ep["launched_now"]
+    return ep
+
+
+def _ensure_recorded(suite: Suite, name: str, spec: dict, run_id: str) -> dict:
     from serving.endpoints import ensure_endpoint
 
-    suite = load_suite(suite_path)
-    ep = ensure_endpoint(model, spec["source"], max_model_len=spec["max_model_len"],
+    ep = ensure_endpoint(name, spec["source"], max_model_len=spec["max_model_len"],
                          ready_timeout_s=suite.generation.ready_timeout_s).to_json()  # fmt: skip
     record_launch(run_id, ep)
-    ep["launched_now"] = endpoint.get("launched_now", False) or ep["launched_now"]
     return ep
 
 
@@ -526,20 +532,14 @@ def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
     Answers are cleaned of invisible characters first (counted). Writes
     per-example rows next to the generations; returns run-level metrics
     (small, for XCom)."""
-    from evaluation.hygiene import injection_markers, strip_invisible
+    from evaluation.hygiene import injection_markers
     from evaluation.scorers._judge import judge_error_rate
 
     suite = load_suite(suite_path)
     config = Config.from_json(config_json)
     examples = examples_for(suite)
     gens = _load_generations(run_id, "generations", config.config_id)
-    invisible: dict[str, int] = {}
-    ok = []
-    for ex in examples:
-        if gens[ex.id]["success"]:
-            r = _result_of(gens[ex.id])
-            r.text, invisible[ex.id] = strip_invisible(r.text)
-            ok.append(ScoringItem(ex, r))
+    ok, invisible = scoring_items(examples, gens)
     ctx = ScoringContext(config=config, latency_budget_s=suite.scoring.latency_budget_s, judge=judge_identity(suite))
     per_example, metrics, scorer_info = run_scorers(suite, suite.scoring.scorers, ok, ctx, gens, run_id)
 
@@ -589,10 +589,10 @@ def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
 
 
 def probe_answers(suite: Suite, run_id: str, config_id: str) -> list:
-    from evaluation.bias import ProbeAnswer, expand_probes, load_groups, load_probes
+    from evaluation.bias import ProbeAnswer
 
     gens = _load_generations(run_id, "probes", config_id)
-    prompts = expand_probes(load_probes(suite.bias_probes_path), load_groups(), suite.bias.categories)
+    prompts = probe_prompts(suite)
     return [ProbeAnswer(id=p.id, probe_id=p.probe_id, category=p.category, group=p.group,
                         text=gens[p.id]["text"], success=gens[p.id]["success"]) for p in prompts]  # fmt: skip
 

@@ -314,21 +314,22 @@ class Suite(_Strict):
                 raise ValueError(f"gate.{field_name}: unknown metric(s) {bad}; choose from {sorted(gateable)}")
         return self
 
-    @property
-    def bias_probes_path(self) -> Path | None:
-        if self.bias is None or self.bias.probes == "bundled":
-            return None
-        p = Path(os.path.expandvars(self.bias.probes)).expanduser()
+    def resolve(self, path: str) -> Path:
+        """A path from the suite: env vars and ~ expanded, relative to the suite file."""
+        p = Path(os.path.expandvars(path)).expanduser()
         if not p.is_absolute() and self.source_path:
             p = Path(self.source_path).parent / p
         return p.resolve()
 
     @property
+    def bias_probes_path(self) -> Path | None:
+        if self.bias is None or self.bias.probes == "bundled":
+            return None
+        return self.resolve(self.bias.probes)
+
+    @property
     def dataset_path(self) -> Path:
-        p = Path(os.path.expandvars(self.dataset.path)).expanduser()
-        if not p.is_absolute() and self.source_path:
-            p = Path(self.source_path).parent / p
-        return p.resolve()
+        return self.resolve(self.dataset.path)
 
     @property
     def digest(self) -> str:

@@ -11,7 +11,7 @@ it with a gate ceiling.
 
 from __future__ import annotations
 
-from evaluation.scorers import Scorer, ScoringContext, ScoringItem, register_scorer
+from evaluation.scorers import Scorer, register_scorer
 
 COMPONENTS = ("bias_sentiment_gap", "bias_embedding_divergence", "bias_refusal_disparity", "bias_length_disparity")
 
@@ -23,12 +23,6 @@ class Bias(Scorer):
     higher_is_better = False
     metrics = ("bias",)
     reported = ("bias", *COMPONENTS)
-
-    def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
-        return [{} for _ in items]  # nothing per example; see score_config
-
-    def aggregate(self, per_item: list[dict]) -> dict[str, float]:
-        return {}
 
     def score_config(self, answers: list, categories: list[str]) -> tuple[dict[str, float], list[dict]]:
         """(run-level metrics, per-group rows) from the probe answers

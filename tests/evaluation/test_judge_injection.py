@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import pytest
 
-from evaluation.candidates import Config, SamplingParams
 from evaluation.dataset import load_examples
 from evaluation.generation import RequestResult
 from evaluation.hygiene import injection_markers
 from evaluation.scorers import ScoringContext, ScoringItem, get_scorer
 from tests.conftest import TINY
+from tests.helpers.scoring import UNIT_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,7 @@ def _items(suffix: str) -> list[ScoringItem]:
 
 @pytest.mark.parametrize("scorer_name", ["trulens_answer_relevance", "trulens_groundedness"])
 def test_injected_answers_score_within_tolerance_of_clean_controls(judge_endpoint, scorer_name):
-    cfg = Config(model="m", api="chat", sampling=SamplingParams(0.0, 1.0, -1, 16, 0), template_name="t",
-                 template="{question}", system=None, source={"base_url": "http://x/v1"})  # fmt: skip
-    ctx = ScoringContext(config=cfg, judge=replace(judge_endpoint, concurrency=4))
+    ctx = ScoringContext(config=UNIT_CONFIG, judge=replace(judge_endpoint, concurrency=4))
     scorer = get_scorer(scorer_name)
     clean = [d[scorer_name] for d in scorer.score(_items(""), ctx)]
     report = {}

@@ -13,7 +13,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from evaluation.candidates import Config, SamplingParams
 from evaluation.dataset import Example, load_examples
 from evaluation.generation import RequestResult
 from evaluation.scorers import JudgeEndpoint, ScoringContext, ScoringItem
@@ -21,8 +20,9 @@ from evaluation.scorers._judge import ERROR_SUFFIX, RATIONALE_SUFFIX, judge_erro
 from evaluation.scorers.ragas_judge import RagasContextPrecision, RagasFaithfulness, RagasResponseRelevancy
 from tests.conftest import TINY
 from tests.helpers.fake_openai import Behaviour, FakeOpenAI
+from tests.helpers.scoring import UNIT_CONFIG
 
-CONFIG = Config("unit-model", "chat", SamplingParams(0.0, 1.0, -1, 64, 1234), "plain", "{context}\n{question}")
+CONFIG = UNIT_CONFIG
 SCORERS = [RagasFaithfulness(), RagasResponseRelevancy(), RagasContextPrecision()]
 FRANCE = Example("t-1", "What is the capital of France?", ("Paris is the capital of France.",), "Paris.")
 

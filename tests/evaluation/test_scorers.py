@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import evaluation.scorers as scorers_mod
-from evaluation.candidates import Config, SamplingParams
 from evaluation.dataset import Example
 from evaluation.generation import RequestResult
 from evaluation.scorers import (
@@ -26,14 +25,9 @@ from evaluation.scorers import (
     register_scorer,
     scorer_for_metric,
 )
+from tests.helpers.scoring import UNIT_CONFIG
 
-CONFIG = Config(
-    model="unit-model",
-    api="chat",
-    sampling=SamplingParams(0.0, 1.0, -1, 64, 1234),
-    template_name="plain",
-    template="{context}\n{question}",
-)
+CONFIG = UNIT_CONFIG
 
 FRANCE = Example(
     id="t-1",

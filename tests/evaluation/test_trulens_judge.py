@@ -10,23 +10,17 @@ import time
 
 import pytest
 
-from evaluation.candidates import Config, SamplingParams
 from evaluation.dataset import Example, load_examples
 from evaluation.errors import SuiteError
 from evaluation.generation import RequestResult
 from evaluation.scorers import JudgeEndpoint, ScoringContext, ScoringItem, get_scorer
 from tests.conftest import TINY
 from tests.helpers.fake_openai import Behaviour, FakeOpenAI
+from tests.helpers.scoring import UNIT_CONFIG
 
 NAMES = ("trulens_answer_relevance", "trulens_context_relevance", "trulens_groundedness")
 
-CONFIG = Config(
-    model="unit-model",
-    api="chat",
-    sampling=SamplingParams(0.0, 1.0, -1, 64, 1234),
-    template_name="plain",
-    template="{context}\n{question}",
-)
+CONFIG = UNIT_CONFIG
 
 FRANCE = Example(
     id="t-1",
