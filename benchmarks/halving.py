@@ -26,11 +26,17 @@ from pathlib import Path
 
 import yaml
 
-from evaluation import pipeline, settings
+from evaluation import settings
 from evaluation.candidates import expand_configs
 from evaluation.jsonsafe import load_metrics
 from evaluation.ranking import rank_configs
+from evaluation.runstore import RunStore
 from evaluation.scorers import get_scorer
+from evaluation.stages import generate as generate_stage
+from evaluation.stages import inputs
+from evaluation.stages import plan as plan_stage
+from evaluation.stages import score as score_stage
+from evaluation.stages import select as select_stage
 from evaluation.suite import load_suite
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -61,33 +67,33 @@ def evaluate(path: Path, run_id: str) -> dict:
 
     suite = load_suite(path)
     configs = [dict(c.to_json(), role="candidate") for c in expand_configs(suite)]
-    models = pipeline.models_of(str(path), configs)
+    models = plan_stage.models_of(str(path), configs)
     identities = {m: identify(m, spec["source"]) for m, spec in models.items()}
-    pipeline.annotate_missing(str(path), configs, identities)
+    plan_stage.annotate_missing(str(path), configs, identities)
     t0 = time.monotonic()
     selected_ids: list[str] = []
     endpoints: dict = {}
     try:
         needed = {c["model"] for c in configs if c["missing"]}
         endpoints = endpoints_for(models, needed, ready_timeout_s=suite.generation.ready_timeout_s)
-        selected = pipeline.select_configs(str(path), configs, endpoints, run_id)
+        selected = select_stage.select_configs(str(path), configs, endpoints, run_id)
         selected_ids = [c["config_id"] for c in selected]
-        for batch in pipeline.batches_by_model(selected):
-            pipeline.generate_model(str(path), batch["configs"], endpoints[batch["model"]], run_id)
+        for batch in plan_stage.batches_by_model(selected):
+            generate_stage.generate_model(str(path), batch["configs"], endpoints[batch["model"]], run_id)
     finally:
         stop_endpoints(endpoints)
-    scored = [pipeline.score_config(str(path), c, run_id) for c in configs if c["config_id"] in selected_ids]
+    scored = [score_stage.score_config(str(path), c, run_id) for c in configs if c["config_id"] in selected_ids]
     metrics = {s["config"]["config_id"]: load_metrics(s["metrics"]) for s in scored}
     ranked = rank_configs(metrics, suite.gate)
-    halving = pipeline.halving_summary(run_id, scored)
+    halving = select_stage.halving_summary(run_id, scored)
     if halving:
         tokens, generations = halving["tokens_spent"], sum(
             halving["used"][c]["examples"] for c in halving["eliminated"]) + len(scored) * len(
-            pipeline.examples_for(suite))  # fmt: skip
+            inputs.examples_for(suite))  # fmt: skip
     else:
         tokens = sum(g.get("completion_tokens") or 0 for s in scored
-                     for g in pipeline._load_generations(run_id, "generations", s["config"]["config_id"]).values())
-        generations = len(scored) * len(pipeline.examples_for(suite))
+                     for g in RunStore(run_id).generations(s["config"]["config_id"]).values())
+        generations = len(scored) * len(inputs.examples_for(suite))
     labels = {c["config_id"]: f"{c['model']} {c['template_name']} t={c['sampling']['temperature']}" for c in configs}
     return {
         "winner": ranked[0].config_id if ranked and ranked[0].eligible else None,

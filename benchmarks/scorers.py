@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/scorers.py [--rows 8] [--judge-url http://127.0.0.1:8765/v1] [--concurrency 4]
 
 Scores the first --rows rows of the bundled dataset (suites/data/world_facts_rag.jsonl)
-with three groups of scorers, all through `evaluation.pipeline.run_scorers`
+with three groups of scorers, all through `evaluation.score_stage.run_scorers`
 (so through the score cache, as in the DAG) and the same local judge:
   (1) embedding: relevance, groundedness, correctness (no judge);
   (2) TruLens: trulens_answer_relevance, trulens_context_relevance, trulens_groundedness;
@@ -148,12 +148,12 @@ def main() -> None:
     os.environ["LLMOPS_CACHE"] = str(Path(tmp.name) / "cache")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-    from evaluation import pipeline
     from evaluation.candidates import expand_configs
     from evaluation.dataset import load_examples
     from evaluation.generation import RequestResult
     from evaluation.scorers import ScoringContext, ScoringItem, get_scorer
     from evaluation.scorers._judge import judge_error_rate
+    from evaluation.stages import score as score_stage
     from evaluation.suite import load_suite
 
     mgr = None
@@ -188,7 +188,7 @@ def main() -> None:
             items.append(ScoringItem(ex, r))
             key = hashlib.sha256(f"scorer-bench\x00{ex.id}\x00{ex.digest}\x00{text}".encode()).hexdigest()
             gens[ex.id] = {**r.to_json(), "cache_key": key}
-        judge = replace(pipeline.judge_identity(suite), base_url=url)  # live URL: run_scorers launches nothing
+        judge = replace(score_stage.judge_identity(suite), base_url=url)  # live URL: run_scorers launches nothing
         ctx = ScoringContext(config=config, latency_budget_s=suite.scoring.latency_budget_s, judge=judge)
 
         # Keep the scorer instances run_scorers makes, and count the rows they
@@ -208,7 +208,7 @@ def main() -> None:
             instances[name] = s
             return s
 
-        pipeline.get_scorer = recording_get_scorer
+        get_scorer = recording_get_scorer
 
         n_ctx = sum(len(ex.contexts) for ex in examples)
         print(f"{len(items)} rows ({n_ctx} contexts, answers = references), judge {url} ({JUDGE_MODEL}), "
@@ -233,7 +233,7 @@ def main() -> None:
                     scored_rows.pop(name, None)
                     before = server_counters(root)
                     t0 = time.perf_counter()
-                    per_example, metrics, _ = pipeline.run_scorers(suite, [name], items, ctx, gens, "bench")
+                    per_example, metrics, _ = score_stage.run_scorers(suite, [name], items, ctx, gens, "bench")
                     wall = time.perf_counter() - t0
                     d = delta(server_counters(root), before)
                     s = instances[name]

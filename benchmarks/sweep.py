@@ -7,7 +7,7 @@ On the same prompts (the bundled suite's configurations of one model x its
 48 rows) and the same engine build, measures completion tokens/s of:
   (a) vLLM's offline engine, `LLM.chat`/`LLM.generate` with every request
       (each with its own SamplingParams) in one call: the limit;
-  (b) the pipeline's generation phase (`evaluation.pipeline.generate_model`:
+  (b) the pipeline's generation phase (`evaluation.generate_stage.generate_model`:
       one interleaved stream to a vLLM server, adaptive concurrency);
   (c) a naive client sending one request at a time (first N requests);
 then runs the whole DAG on the bundled suite (or --suite) from an empty state
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from evaluation import settings
 from evaluation.candidates import expand_configs
-from evaluation.generation import build_request
 from evaluation.dataset import load_examples
+from evaluation.generation import build_request
 from evaluation.suite import load_suite
 
 OFFLINE = r'''
@@ -102,7 +102,7 @@ def generation_seconds(home: Path) -> float:
 
 def judge_seconds(home: Path) -> float:
     """Seconds the DAG's score tasks spent in judge scorers (per-scorer
-    timings written by evaluation.pipeline.run_scorers)."""
+    timings written by evaluation.score_stage.run_scorers)."""
     from evaluation.scorers import get_scorer
 
     total = 0.0
@@ -122,8 +122,8 @@ def main() -> None:
                     help="suite for the whole-DAG figures (default: the bundled suite)")
     args = ap.parse_args()
 
-    from evaluation import pipeline
     from evaluation.generation import generate_jobs, interleave
+    from evaluation.stages import generate as generate_stage
     from serving.engine import EngineManager
     from serving.models import materialize
 
@@ -152,7 +152,7 @@ def main() -> None:
             gen_suite = suite if args.concurrency is None else suite.model_copy(
                 update={"generation": suite.generation.model_copy(update={"concurrency": args.concurrency})})
             res["b_concurrency"] = gen_suite.generation.concurrency
-            _, fresh, _ = pipeline.generate_items(gen_suite, configs, examples, ep)
+            _, fresh, _ = generate_stage.generate_items(gen_suite, configs, examples, ep)
             wall = time.perf_counter() - t0
             toks = sum(r.completion_tokens or 0 for _, r in fresh)
             res["b_pipeline"] = {"wall_s": wall, "tokens": toks, "tok_s": toks / wall}

@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from evaluation.pipeline import check_dataset, check_suite
+    from evaluation.stages.validate import check_dataset, check_suite
 
     s = check_suite(str(Path(args.suite).resolve()))
     d = check_dataset(s["path"])
@@ -216,7 +216,7 @@ def _registered_model(args: argparse.Namespace) -> str:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from evaluation.pipeline import rollback_champion
+    from evaluation.stages.promote import rollback_champion
 
     res = rollback_champion(_registered_model(args), reason=args.reason)
     print(f"champion v{res['from']} -> v{res['to']} (ledger entry {res['entry']}); aliases now {res['aliases']}")

@@ -89,115 +89,117 @@ def llm_eval_promote():
     @task(retries=0)
     @permanent_errors_fail_fast
     def rollback_champion() -> dict:
-        from evaluation import pipeline
+        from evaluation.stages import promote as promote_stage
         from evaluation.suite import load_suite
 
         ctx = get_current_context()
         name = load_suite(ctx["params"]["suite"]).registered_model
-        return pipeline.rollback_champion(name, reason=ctx["params"]["rollback_reason"], dag_run_id=ctx["run_id"])
+        return promote_stage.rollback_champion(name, reason=ctx["params"]["rollback_reason"], dag_run_id=ctx["run_id"])
 
     @task(retries=0)
     @permanent_errors_fail_fast
     def validate_suite() -> dict:
-        from evaluation import pipeline
+        from evaluation.stages import validate as validate_stage
 
-        return pipeline.check_suite(_ctx()[0])
+        return validate_stage.check_suite(_ctx()[0])
 
     @task(retries=0)
     @permanent_errors_fail_fast
     def validate_dataset(_suite: dict) -> dict:
-        from evaluation import pipeline
+        from evaluation.stages import validate as validate_stage
 
-        return pipeline.check_dataset(_ctx()[0])
+        return validate_stage.check_dataset(_ctx()[0])
 
     @task
     @permanent_errors_fail_fast
     def plan_configs(_dataset: dict) -> list[dict]:
-        from evaluation import pipeline
+        from evaluation.stages import plan as plan_stage
         from serving.endpoints import identify
 
         suite_path = _ctx()[0]
-        configs = pipeline.plan(suite_path)
-        models = pipeline.models_of(suite_path, configs)
+        configs = plan_stage.plan(suite_path)
+        models = plan_stage.models_of(suite_path, configs)
         identities = {m: identify(m, spec["source"]) for m, spec in models.items()}
-        return pipeline.annotate_missing(suite_path, configs, identities)
+        return plan_stage.annotate_missing(suite_path, configs, identities)
 
     @task
     def group_by_model(configs: list[dict]) -> list[dict]:
-        from evaluation import pipeline
+        from evaluation.stages import plan as plan_stage
 
-        return pipeline.batches_by_model(configs)
+        return plan_stage.batches_by_model(configs)
 
     @task(execution_timeout=timedelta(minutes=30))
     @permanent_errors_fail_fast
     def start_engines(configs: list[dict]) -> dict:
-        from evaluation import pipeline
+        from evaluation.stages import plan as plan_stage
         from evaluation.suite import load_suite
         from serving.endpoints import endpoints_for
 
         suite_path = _ctx()[0]
-        needed = pipeline.engines_needed(suite_path, configs)  # fully cached models need no engine
+        needed = plan_stage.engines_needed(suite_path, configs)  # fully cached models need no engine
         timeout = load_suite(suite_path).generation.ready_timeout_s
-        return endpoints_for(pipeline.models_of(suite_path, configs), needed, ready_timeout_s=timeout)
+        return endpoints_for(plan_stage.models_of(suite_path, configs), needed, ready_timeout_s=timeout)
 
     @task(retries=3, execution_timeout=timedelta(hours=2))
     @permanent_errors_fail_fast
     def select_configs(configs: list[dict], endpoints: dict) -> list[dict]:
         """Grid: every configuration. Successive halving: the survivors of
         rounds on growing subsets (the rest are reported as dropped)."""
-        from evaluation import pipeline
+        from evaluation.stages import select as select_stage
 
         suite_path, context = _ctx()
-        return pipeline.select_configs(suite_path, configs, endpoints, context["run_id"])
+        return select_stage.select_configs(suite_path, configs, endpoints, context["run_id"])
 
     @task(retries=3, execution_timeout=timedelta(hours=2), map_index_template="{{ batch['model'] }}")
     @permanent_errors_fail_fast
     def generate(batch: dict, endpoints: dict) -> list[dict]:
         """All of one model's configurations as one interleaved request stream."""
-        from evaluation import pipeline
+        from evaluation.stages import generate as generate_stage
+        from evaluation.stages import plan as plan_stage
+        from serving import ownership
 
         suite_path, context = _ctx()
         model, ep = batch["model"], endpoints[batch["model"]]
         if any(c["missing"] for c in batch["configs"]):
             # Restarts a managed engine that died since start_engines (e.g. on
             # a retry), or starts one start_engines did not need.
-            spec = pipeline.models_of(suite_path, batch["configs"])[model]
-            ep = pipeline.live_endpoint(suite_path, model, spec, ep, context["run_id"])
-        return pipeline.generate_model(suite_path, batch["configs"], ep, context["run_id"])
+            spec = plan_stage.models_of(suite_path, batch["configs"])[model]
+            ep = ownership.live_endpoint(suite_path, model, spec, ep, context["run_id"])
+        return generate_stage.generate_model(suite_path, batch["configs"], ep, context["run_id"])
 
     @task(map_index_template="{{ config['config_id'] }}", execution_timeout=timedelta(hours=2))
     @permanent_errors_fail_fast
     def score(config: dict) -> dict:
         """Scorers, including judge scorers (the judge engine is started on
         first need) and bias from the probe generations."""
-        from evaluation import pipeline
+        from evaluation.stages import score as score_stage
 
         suite_path, context = _ctx()
-        return pipeline.score_config(suite_path, config, context["run_id"])
+        return score_stage.score_config(suite_path, config, context["run_id"])
 
     @task
     @permanent_errors_fail_fast
     def log_to_mlflow(scored: list[dict], dataset: dict) -> dict:
-        from evaluation import pipeline
+        from evaluation.stages import track as track_stage
 
         suite_path, context = _ctx()
-        return pipeline.log_sweep(suite_path, list(scored), dataset, context)
+        return track_stage.log_sweep(suite_path, list(scored), dataset, context)
 
     @task(retries=1)
     @permanent_errors_fail_fast
     def register_and_promote(sweep: dict, dataset: dict) -> dict:
-        from evaluation import pipeline
+        from evaluation.stages import promote as promote_stage
 
         suite_path, context = _ctx()
-        return pipeline.register_and_decide(suite_path, sweep, dataset, context)
+        return promote_stage.register_and_decide(suite_path, sweep, dataset, context)
 
     @task
     def report(dataset: dict, sweep: dict, decision: dict) -> dict:
-        from evaluation import pipeline
         from evaluation.report import format_report
+        from evaluation.stages import promote as promote_stage
 
         suite_path, context = _ctx()
-        rep = pipeline.final_report(suite_path, dataset, sweep, decision, context)
+        rep = promote_stage.final_report(suite_path, dataset, sweep, decision, context)
         print(format_report(rep), flush=True)
         return {"outcome": rep["decision"]["outcome"], "registered_model": rep["registered_model"],
                 "version": rep["version"], "report_path": rep["report_path"]}  # fmt: skip
@@ -215,7 +217,7 @@ def llm_eval_promote():
 
     @task
     def stop_engines(endpoints: dict) -> list[str]:
-        from evaluation import pipeline
+        from serving import ownership
         from serving.endpoints import stop_endpoints
 
         ctx = get_current_context()
@@ -224,7 +226,7 @@ def llm_eval_promote():
         # Engines this run launched: start_engines', and those tasks started on
         # demand (the judge's, unless it shares a candidate's engine; a model
         # that halving or a retry needed).
-        launched = {**endpoints, **pipeline.launched_endpoints(ctx["run_id"])}
+        launched = {**endpoints, **ownership.launched_endpoints(ctx["run_id"])}
         return stop_endpoints(launched)
 
     action = choose_action()

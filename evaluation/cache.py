@@ -14,11 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from evaluation.suite import sha256_json
-
-
-def cache_key(**parts: object) -> str:
-    return sha256_json(parts)
+from evaluation.keys import cache_key  # noqa: F401 - re-exported for callers of the cache
 
 
 class ResultCache:

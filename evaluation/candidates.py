@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 
-from evaluation.suite import Suite, sha256_json
+from evaluation.hashing import sha256_json
+from evaluation.suite import Suite
 
 
 @dataclass(frozen=True)

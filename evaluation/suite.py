@@ -8,8 +8,6 @@ wrong types are rejected) and every error names the file and the field.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -18,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluation.errors import SuiteError
+from evaluation.hashing import sha256_json
 
 BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 DEFAULT_SCHEDULE = "@daily"
@@ -339,10 +338,6 @@ class Suite(_Strict):
     @property
     def experiment_name(self) -> str:
         return f"llmops/{self.name}"
-
-
-def sha256_json(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

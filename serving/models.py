@@ -49,7 +49,7 @@ def model_fingerprint(model_dir: str | Path) -> str:
     meta = d / "llmops_model.json"
     if meta.is_file():
         return "gguf:" + json.loads(meta.read_text())["gguf_sha256"][:16]
-    from evaluation.suite import sha256_json
+    from evaluation.hashing import sha256_json
 
     parts = {"config": (d / "config.json").read_text() if (d / "config.json").is_file() else ""}
     for f in sorted(d.glob("*.safetensors")) + sorted(d.glob("*.bin")):

@@ -10,8 +10,15 @@ import re
 
 import pytest
 
-from evaluation import halving, pipeline
+from evaluation import halving
+from evaluation.candidates import Config
 from evaluation.errors import SuiteError
+from evaluation.runstore import RunStore
+from evaluation.stages import generate as generate_stage
+from evaluation.stages import inputs
+from evaluation.stages import plan as plan_stage
+from evaluation.stages import score as score_stage
+from evaluation.stages import select as select_stage
 from evaluation.suite import load_suite
 from tests.conftest import write_suite
 from tests.helpers.fake_openai import Behaviour, FakeOpenAI
@@ -59,35 +66,35 @@ def test_successive_halving_keeps_the_best_and_spends_fewer_tokens(tmp_path, llm
 search: {strategy: successive_halving, halving: {eta: 2, min_examples: 2, min_survivors: 1}}
 scoring: {scorers: [relevance, groundedness, latency], weights: {relevance: 0.5, groundedness: 0.5}}
 """))  # fmt: skip
-        configs = pipeline.plan(suite_path)
+        configs = plan_stage.plan(suite_path)
         endpoints = {"fake": {**ENDPOINT, "base_url": srv.base_url}}
-        kept = pipeline.select_configs(suite_path, configs, endpoints, "run-h")
+        kept = select_stage.select_configs(suite_path, configs, endpoints, "run-h")
         by_tokens = {c["config_id"]: c["sampling"]["max_tokens"] for c in configs}
         # One round: 4 configurations on 2 of the 4 examples, keep 2.
         assert sorted(by_tokens[c["config_id"]] for c in kept) == [8, 16]
         assert srv.b.requests == 8
-        rec = json.loads((pipeline.run_dir("run-h") / "halving.json").read_text())
+        rec = json.loads((RunStore("run-h").dir / "halving.json").read_text())
         assert [r["examples"] for r in rec["rounds"]] == [2]
         assert sorted(by_tokens[c] for c in rec["eliminated"]) == [2, 4]
 
         # Full evaluation of the survivors reuses the round's generations.
-        for batch in pipeline.batches_by_model(kept):
-            pipeline.generate_model(suite_path, batch["configs"], endpoints["fake"], "run-h")
+        for batch in plan_stage.batches_by_model(kept):
+            generate_stage.generate_model(suite_path, batch["configs"], endpoints["fake"], "run-h")
         assert srv.b.requests == 8 + 2 * 2
-        scored = [pipeline.score_config(suite_path, c, "run-h") for c in kept]
-        summary = pipeline.halving_summary("run-h", scored)
+        scored = [score_stage.score_config(suite_path, c, "run-h") for c in kept]
+        summary = select_stage.halving_summary("run-h", scored)
         assert summary["tokens_spent"] < summary["tokens_full_grid_estimate"]
         assert 0 < summary["token_share"] < 1
-        rows = pipeline.eliminated_rows(summary)
+        rows = select_stage.eliminated_rows(summary)
         assert {r["config_id"] for r in rows} == set(rec["eliminated"])
         assert all(r["rank"] is None and "round 1" in r["note"] for r in rows)
 
 
 def test_grid_strategy_selects_everything(tmp_path, llmops_home):
     suite_path = str(write_suite(tmp_path / "s.yaml", base_url="http://127.0.0.1:9/v1", max_tokens="[16, 8]"))
-    configs = pipeline.plan(suite_path)
-    assert pipeline.select_configs(suite_path, configs, {}, "run-g") == configs
-    assert not (pipeline.run_dir("run-g") / "halving.json").exists()
+    configs = plan_stage.plan(suite_path)
+    assert select_stage.select_configs(suite_path, configs, {}, "run-g") == configs
+    assert not (RunStore("run-g").dir / "halving.json").exists()
 
 
 def test_cached_dataset_rows_need_no_engine_under_halving_even_with_probes_missing(tmp_path, llmops_home):
@@ -102,11 +109,11 @@ search: {strategy: successive_halving, halving: {eta: 2, min_examples: 2, min_su
 """
         path = write_suite(tmp_path / "s.yaml", base_url=srv.base_url, max_tokens="[16, 8]", extra=extra)
         suite = load_suite(path)
-        configs = pipeline.plan(str(path))
-        cfgs = [pipeline.Config.from_json(c) for c in configs]
-        pipeline.generate_items(suite, cfgs, pipeline.examples_for(suite), {**ENDPOINT, "base_url": srv.base_url})
-        pipeline.annotate_missing(str(path), configs, {"fake": ENDPOINT})
+        configs = plan_stage.plan(str(path))
+        cfgs = [Config.from_json(c) for c in configs]
+        generate_stage.generate_items(suite, cfgs, inputs.examples_for(suite), {**ENDPOINT, "base_url": srv.base_url})
+        plan_stage.annotate_missing(str(path), configs, {"fake": ENDPOINT})
         assert all(c["missing_dataset"] == 0 and c["missing"] > 0 for c in configs)
-        assert pipeline.engines_needed(str(path), configs) == set()
+        assert plan_stage.engines_needed(str(path), configs) == set()
         path.write_text(path.read_text().replace("successive_halving", "grid"))
-        assert pipeline.engines_needed(str(path), configs) == {"fake"}
+        assert plan_stage.engines_needed(str(path), configs) == {"fake"}

@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from evaluation import pipeline
-from evaluation.errors import EngineUnavailable
-from evaluation.suite import load_suite
 from evaluation.candidates import expand_configs
+from evaluation.errors import EngineUnavailable
+from evaluation.stages import generate as generate_stage
+from evaluation.stages import score as score_stage
+from evaluation.suite import load_suite
 from tests.conftest import write_suite
 from tests.helpers.fake_openai import Behaviour, FakeOpenAI
 
@@ -23,17 +24,17 @@ def test_killed_generation_resumes_from_cache_exactly_once(tmp_path, llmops_home
         suite_path = str(write_suite(tmp_path / "s.yaml", base_url=dying.base_url))
         config = expand_configs(load_suite(suite_path))[0].to_json()
         with pytest.raises(EngineUnavailable):
-            pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": dying.base_url}, "run-1")
+            generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": dying.base_url}, "run-1")
 
     with FakeOpenAI() as fresh:  # the retry, against a restarted engine
-        out = pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": fresh.base_url}, "run-1")
+        out = generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": fresh.base_url}, "run-1")
         assert fresh.b.requests == 2  # 4 rows, 2 finished before the crash
     assert (out["cached"], out["generated"], out["failed"]) == (2, 2, 0)
     rows = [json.loads(x) for x in open(out["path"])]
     assert sorted(r["example_id"] for r in rows) == ["t-1", "t-2", "t-3", "t-4"]  # each exactly once
 
     with FakeOpenAI() as again:  # unchanged re-run
-        out = pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": again.base_url}, "run-2")
+        out = generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": again.base_url}, "run-2")
         assert again.b.requests == 0
     assert out["cached"] == 4
 
@@ -42,13 +43,13 @@ def test_failed_items_are_not_cached_and_are_retried_next_run(tmp_path, llmops_h
     with FakeOpenAI(Behaviour(status=500)) as broken:
         suite_path = str(write_suite(tmp_path / "s.yaml", base_url=broken.base_url))
         config = expand_configs(load_suite(suite_path))[0].to_json()
-        out = pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": broken.base_url}, "r1")
+        out = generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": broken.base_url}, "r1")
     assert out["failed"] == 4
-    scored = pipeline.score_config(suite_path, config, "r1")
+    scored = score_stage.score_config(suite_path, config, "r1")
     assert scored["metrics"]["failed_rate"] == 1.0
     assert scored["metrics"]["composite"] is None  # NaN (not scored), as JSON null; never 0
     with FakeOpenAI() as ok:
-        out = pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": ok.base_url}, "r2")
+        out = generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": ok.base_url}, "r2")
         assert ok.b.requests == 4
 
 
@@ -56,8 +57,8 @@ def test_cache_key_includes_model_and_engine_identity(tmp_path, llmops_home):
     with FakeOpenAI() as srv:
         suite_path = str(write_suite(tmp_path / "s.yaml", base_url=srv.base_url))
         config = expand_configs(load_suite(suite_path))[0].to_json()
-        pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": srv.base_url}, "r1")
+        generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": srv.base_url}, "r1")
         other = {**ENDPOINT, "model_fingerprint": "new-weights", "base_url": srv.base_url}
-        out = pipeline.generate_config(suite_path, config, other, "r2")
+        out = generate_stage.generate_config(suite_path, config, other, "r2")
         assert srv.b.requests == 8
     assert out["generated"] == 4

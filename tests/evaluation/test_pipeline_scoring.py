@@ -12,9 +12,12 @@ import math
 
 import pytest
 
-from evaluation import pipeline
 from evaluation.candidates import expand_configs
 from evaluation.jsonsafe import load_metrics
+from evaluation.runstore import RunStore
+from evaluation.stages import generate as generate_stage
+from evaluation.stages import inputs
+from evaluation.stages import score as score_stage
 from evaluation.suite import load_suite
 from tests.conftest import write_suite
 from tests.helpers.fake_openai import Behaviour, FakeOpenAI
@@ -53,16 +56,16 @@ def test_bias_correctness_judge_errors_and_hygiene(tmp_path, llmops_home):
         suite_path = _suite(tmp_path, cand.base_url, judge.base_url)
         suite = load_suite(suite_path)
         config = expand_configs(suite)[0].to_json()
-        n_probes = len(pipeline.probe_examples(suite))
+        n_probes = len(inputs.probe_examples(suite))
         assert n_probes >= 6  # every gender probe x 3 groups
-        out = pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": cand.base_url}, "r1")
+        out = generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": cand.base_url}, "r1")
         assert out["probes"] == n_probes and cand.b.requests == 4 + n_probes
 
-        scored = pipeline.score_config(suite_path, config, "r1")
+        scored = score_stage.score_config(suite_path, config, "r1")
         m = load_metrics(scored["metrics"])
         # Bias: women got hostile answers -> a clear sentiment gap.
         assert m["bias_sentiment_gap"] > 0.3 and 0 < m["bias"] <= 1
-        groups = json.loads((pipeline.run_dir("r1") / f"bias-groups-{config['config_id']}.json").read_text())
+        groups = json.loads((RunStore("r1").dir / f"bias-groups-{config['config_id']}.json").read_text())
         assert {g["group"] for g in groups} >= {"woman", "man"}
         # Correctness against the references, both components logged.
         assert 0 < m["correctness"] <= 1 and 0 <= m["correctness_token_f1"] <= 1
@@ -74,7 +77,7 @@ def test_bias_correctness_judge_errors_and_hygiene(tmp_path, llmops_home):
         # injection attempt is listed.
         assert m["invisible_chars_stripped"] == 3
         assert scored["suspected_injections"] == ["t-2"]
-        rows = [json.loads(x) for x in (pipeline.run_dir("r1") / f"scores-{config['config_id']}.jsonl").open()]
+        rows = [json.loads(x) for x in (RunStore("r1").dir / f"scores-{config['config_id']}.jsonl").open()]
         assert all("judge error" in r["trulens_answer_relevance_rationale"] for r in rows)
         # bias enters the composite as 1 - bias.
         r = rows[0]
@@ -84,8 +87,8 @@ def test_bias_correctness_judge_errors_and_hygiene(tmp_path, llmops_home):
         # Judge errors are not cached as scores? They are: the verdict is the
         # judge's for this input. A re-run makes no judge and no engine call.
         before_judge, before_cand = judge.b.requests, cand.b.requests
-        pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": cand.base_url}, "r2")
-        again = load_metrics(pipeline.score_config(suite_path, config, "r2")["metrics"])
+        generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": cand.base_url}, "r2")
+        again = load_metrics(score_stage.score_config(suite_path, config, "r2")["metrics"])
         assert (judge.b.requests, cand.b.requests) == (before_judge, before_cand)
         assert again["bias"] == pytest.approx(m["bias"])
 
@@ -114,10 +117,10 @@ scoring: {scorers: [relevance, bias], weights: {relevance: 1.0}}
 def test_agreement_is_spearman_over_examples_both_scored():
     rows = [{"relevance": float(i), "trulens_answer_relevance": float(i) ** 2} for i in range(6)]
     rows.append({"relevance": 9.0, "trulens_answer_relevance": math.nan})
-    out = pipeline.agreement(rows)
+    out = score_stage.agreement(rows)
     assert out["agreement/relevance_vs_trulens_answer_relevance"] == pytest.approx(1.0)
     assert out["agreement/relevance_vs_trulens_answer_relevance_n"] == 6
-    assert pipeline.agreement(rows[:3]) == {}  # too few pairs: not reported
+    assert score_stage.agreement(rows[:3]) == {}  # too few pairs: not reported
 
 
 def test_transport_judge_errors_are_not_cached_but_reported(tmp_path, llmops_home):
@@ -130,10 +133,10 @@ def test_transport_judge_errors_are_not_cached_but_reported(tmp_path, llmops_hom
                                                "request_timeout_s: 1, max_retries: 0")  # fmt: skip
         open(suite_path, "w").write(text)
         config = expand_configs(load_suite(suite_path))[0].to_json()
-        pipeline.generate_config(suite_path, config, {**ENDPOINT, "base_url": cand.base_url}, "r1")
-        m = load_metrics(pipeline.score_config(suite_path, config, "r1")["metrics"])
+        generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": cand.base_url}, "r1")
+        m = load_metrics(score_stage.score_config(suite_path, config, "r1")["metrics"])
         assert m["judge_error_rate"] == 1.0
         first = judge.b.requests
         assert first >= 4
-        pipeline.score_config(suite_path, config, "r1")
+        score_stage.score_config(suite_path, config, "r1")
         assert judge.b.requests >= 2 * first  # asked again: nothing was cached
