@@ -6,6 +6,12 @@ alias moves. Two promotions that read the same ledger head race for the same
 sequence number: exactly one write succeeds, the other aborts without
 touching the registry. Entries record what, when, why, the previous
 version, the evidence, the DAG run and the git commit.
+
+A write whose response is lost (a connection error after the object
+landed; google-cloud-storage also retries such an upload by itself) is
+retried with backoff until a deadline. Each append carries a random
+`token`, so a retry that finds the entry already there reads it back and
+recognises its own write instead of reporting a race.
 """
 
 from __future__ import annotations
@@ -13,11 +19,20 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
+import uuid
 from dataclasses import asdict, dataclass, field
 
-from evaluation.errors import RegistryError
+import tenacity
+
+from evaluation.errors import RegistryError, TransientError
 from evaluation.jsonsafe import dump_nan
-from evaluation.store import AlreadyExists, open_store
+from evaluation.store import AlreadyExists, is_transient, open_store
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_S = 0.5  # first backoff delay; doubles, with jitter
+RETRY_DEADLINE_S = 60.0  # then the append fails with TransientError
 
 
 @dataclass
@@ -33,6 +48,7 @@ class LedgerEntry:
     git_commit: str = "unknown"
     timestamp: str = ""
     user: str = ""
+    token: str = ""  # idempotency token of the append that wrote it ("" before tokens existed)
 
 
 class Ledger:
@@ -59,20 +75,46 @@ class Ledger:
 
     def append(self, expected_head: int, **fields) -> LedgerEntry:
         """Write entry expected_head + 1, create-only. Raises RegistryError if
-        another writer got there first."""
+        another writer got there first, TransientError if the store stays
+        unreachable past the deadline."""
         entry = LedgerEntry(
             seq=expected_head + 1,
             registered_model=self.model,
             timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             user=getpass.getuser(),
+            token=uuid.uuid4().hex,
             **fields,
         )
+        key = f"{self.prefix}{entry.seq:08d}.json"
+        data = json.dumps(dump_nan(asdict(entry)), indent=2, allow_nan=False).encode()
         try:
-            data = json.dumps(dump_nan(asdict(entry)), indent=2, allow_nan=False).encode()
-            self.store.put_new(f"{self.prefix}{entry.seq:08d}.json", data)
+            self._retrying(entry.seq, self.store.put_new, key, data)
+            return entry
         except AlreadyExists:
-            raise RegistryError(
-                f"{self.model}: another promotion or rollback was recorded first (ledger entry {entry.seq} "
-                f"already exists in {self.store.uri}); this one is aborted and no alias was moved"
-            ) from None
-        return entry
+            pass
+        existing = self._retrying(entry.seq, self.store.get, key)
+        if existing is not None and json.loads(existing).get("token") == entry.token:
+            log.info("ledger entry %d: a retried write found its own entry", entry.seq)
+            return entry
+        raise RegistryError(
+            f"{self.model}: another promotion or rollback was recorded first (ledger entry {entry.seq} "
+            f"already exists in {self.store.uri}); this one is aborted and no alias was moved"
+        )
+
+    def _retrying(self, seq: int, fn, *args):
+        """fn(*args), transient store errors retried with backoff until
+        RETRY_DEADLINE_S, then raised as TransientError."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            wait=tenacity.wait_exponential_jitter(initial=RETRY_BASE_S, max=10 * RETRY_BASE_S, jitter=RETRY_BASE_S),
+            stop=tenacity.stop_after_delay(RETRY_DEADLINE_S),
+            before_sleep=lambda rs: log.warning("ledger entry %d: %s; retrying", seq, rs.outcome.exception()),
+            reraise=True,
+        )
+        try:
+            return retrying(fn, *args)
+        except Exception as e:
+            if is_transient(e):
+                raise TransientError(f"{self.model}: ledger entry {seq} in {self.store.uri}: the store failed "
+                                     f"for {RETRY_DEADLINE_S:g} s ({e}); no alias was moved") from e  # fmt: skip
+            raise

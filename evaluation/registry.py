@@ -6,11 +6,22 @@ sampling params, prompt template) as `config.json`; serving loads it with
 `load_config("models:/NAME@champion")`. Aliases:
 
 - `challenger`: the latest registered winner of a sweep;
-- `champion`: what production serves; moves only when the gate passes;
-- `previous-champion`: the champion it replaced (rollback target).
+- `champion`: what production serves; moves only when the gate passes, or
+  back on a rollback;
+- `previous-champion`: the version that was champion immediately before the
+  current one, i.e. the one the last move (promotion or rollback) replaced;
+  absent after the first promotion. It is a record, not the rollback target.
 
 The alias move is compare-and-set: the champion version read when deciding is
-re-read right before moving; if it changed, the promotion aborts.
+re-read right before moving; if it changed, the promotion aborts. A rollback
+walks back through the ledger's history (`champion_history`), one step per
+rollback, and never toggles between two versions.
+
+Registry reads and alias writes retry transient faults (MLflow's codes for HTTP 503/504/429 -
+a locked database answers TEMPORARILY_UNAVAILABLE - and network errors) with
+backoff until RETRY_DEADLINE_S, then raise TransientError; only
+RESOURCE_DOES_NOT_EXIST means "no registered model"; any other MLflow error
+is a RegistryError at once.
 """
 
 from __future__ import annotations
@@ -22,7 +33,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.errors import RegistryError
+import tenacity
+
+from evaluation import store
+from evaluation.errors import RegistryError, TransientError
 from evaluation.ranking import constraint_violations
 from evaluation.suite import Gate
 
@@ -31,6 +45,13 @@ log = logging.getLogger(__name__)
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous-champion"
 PROMOTE, REJECT, INCONCLUSIVE, KEEP = "PROMOTE", "REJECT", "INCONCLUSIVE", "KEEP"
 CONFIG_ARTIFACT = "serving_config"
+
+RETRY_BASE_S = 0.5  # first backoff delay of a registry read; doubles, with jitter
+RETRY_DEADLINE_S = 60.0  # then TransientError (the Airflow task fails and retries)
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+_TRANSIENT_CODES = frozenset(
+    {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+)
 
 
 @dataclass
@@ -66,15 +87,63 @@ def _client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def _alias_version(client, name: str, alias: str) -> str | None:
+def _is_transient(exc: BaseException | None) -> bool:
+    """A transient MLflow error code, or a network failure anywhere in the
+    exception's chain (MLflow's REST client wraps those in an
+    MlflowException with the generic INTERNAL_ERROR code)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MlflowException) and exc.error_code in _TRANSIENT_CODES:
+            return True
+        if store.is_transient(exc) or isinstance(exc, requests.exceptions.RetryError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _call(what: str, fn, *args):
+    """fn(*args) against the registry (a read, or an idempotent alias
+    write): transient faults retried with backoff
+    until RETRY_DEADLINE_S, then TransientError; RESOURCE_DOES_NOT_EXIST is
+    re-raised for the caller; any other MlflowException is a RegistryError."""
+    from mlflow.exceptions import MlflowException
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_transient),
+        wait=tenacity.wait_exponential_jitter(initial=RETRY_BASE_S, max=10 * RETRY_BASE_S, jitter=RETRY_BASE_S),
+        stop=tenacity.stop_after_delay(RETRY_DEADLINE_S),
+        before_sleep=lambda rs: log.warning("%s: %s; retrying", what, rs.outcome.exception()),
+        reraise=True,
+    )
+    try:
+        return retrying(fn, *args)
+    except Exception as e:
+        if _is_transient(e):
+            raise TransientError(f"{what}: the registry kept failing for {RETRY_DEADLINE_S:g} s: {e}") from e
+        if isinstance(e, MlflowException) and e.error_code != NOT_FOUND:
+            raise RegistryError(f"{what}: {e}") from e
+        raise
+
+
+def _aliases(client, name: str) -> dict[str, str]:
+    """{alias: version}; {} when the registered model does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        model = _call(f"{name}: reading the aliases", client.get_registered_model, name)
     except MlflowException as e:
-        if "not found" in str(e).lower() or getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST",):
-            return None
+        if e.error_code == NOT_FOUND:
+            return {}
         raise
+    return {a: str(v) for a, v in model.aliases.items()}
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:
+    return _aliases(client, name).get(alias)
 
 
 def load_config(model_uri: str, tracking_uri: str | None = None) -> dict:
@@ -82,26 +151,25 @@ def load_config(model_uri: str, tracking_uri: str | None = None) -> dict:
     `models:/llmops-default@champion`."""
     import mlflow
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as d:
-        path = mlflow.artifacts.download_artifacts(model_uri, dst_path=d)
-        return json.loads((Path(path) / "config.json").read_text())
+        path = mlflow.artifacts.download_artifacts(model_uri, dst_path=d, tracking_uri=tracking_uri,
+                                                   registry_uri=tracking_uri)  # fmt: skip
+        config = Path(path) / "config.json"
+        if not config.is_file():
+            raise RegistryError(f"{model_uri} has no config.json: it was not registered by llmops")
+        return json.loads(config.read_text())
 
 
 def current_champion(name: str, tracking_uri: str | None = None) -> ChampionInfo | None:
+    """The version behind `champion`, or None when there is no registered
+    model or no champion alias. Registry faults raise (see the module doc)."""
     client = _client(tracking_uri)
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        return None
     version = _alias_version(client, name, CHAMPION)
     if version is None:
         return None
-    mv = client.get_model_version(name, version)
-    config = load_config(f"models:/{name}/{version}", tracking_uri)
+    what = f"{name}: champion v{version}"
+    mv = _call(what, client.get_model_version, name, version)
+    config = _call(what, load_config, f"models:/{name}/{version}", tracking_uri)
     return ChampionInfo(
         version=version,
         config_id=mv.tags.get("llmops.config_id", config.get("config_id", "")),
@@ -215,9 +283,13 @@ def find_version_for_run(name: str, airflow_run_id: str, tracking_uri: str | Non
 
 
 def _move_champion(client, name: str, version: str, previous: str | None) -> None:
+    """`previous-champion` always names the version `champion` replaces."""
+    what = f"{name}: moving champion to v{version}"
     if previous is not None:
-        client.set_registered_model_alias(name, PREVIOUS, previous)
-    client.set_registered_model_alias(name, CHAMPION, version)
+        _call(what, client.set_registered_model_alias, name, PREVIOUS, previous)
+    elif PREVIOUS in _aliases(client, name):
+        _call(what, client.delete_registered_model_alias, name, PREVIOUS)
+    _call(what, client.set_registered_model_alias, name, CHAMPION, version)
     if _alias_version(client, name, CHAMPION) != str(version):
         raise RegistryError(f"{name}: read-back after moving champion to v{version} does not match")
 
@@ -267,6 +339,21 @@ def finish_promotion(name: str, entry, tracking_uri: str | None = None) -> None:
     _move_champion(client, name, entry.version, entry.previous_version)
 
 
+def champion_history(entries) -> list[str]:
+    """The versions that served as champion, oldest first, as the ledger
+    records them, with rolled-back versions taken out: a promotion pushes its
+    version; a rollback pops back to the version it restored. The last item is
+    the current champion; the one before it is where a rollback goes."""
+    history: list[str] = []
+    for e in entries:
+        if e.action == "rollback" and e.version in history[:-1]:
+            restored = max(i for i, v in enumerate(history[:-1]) if v == e.version)
+            del history[restored + 1 :]
+        else:  # a promotion (or an old entry that rolled "back" to a version not in the history)
+            history.append(e.version)
+    return history
+
+
 def rollback(
     name: str,
     tracking_uri: str | None = None,
@@ -276,13 +363,18 @@ def rollback(
     dag_run_id: str | None = None,
     git_commit: str = "unknown",
 ):
-    """Move `champion` back to the previous version recorded in the ledger's
-    last entry, through the same compare-and-set path. Returns the entry."""
-    last = ledger.last()
-    if last is None:
+    """Move `champion` one step back through the ledger's history: to the
+    version that was champion before the current one, skipping versions that
+    were rolled back, never back and forth. Same compare-and-set path as a
+    promotion. A retry of the same DAG run finishes its own rollback instead
+    of rolling back twice. Returns the entry."""
+    entries = ledger.entries()
+    if not entries:
         raise RegistryError(f"{name}: the promotion ledger in {ledger.store.uri} is empty; nothing to roll back to")
-    if last.previous_version is None:
-        raise RegistryError(f"{name}: ledger entry {last.seq} (v{last.version}) has no previous version to restore")
+    last = entries[-1]
+    if dag_run_id is not None and last.action == "rollback" and last.dag_run_id == dag_run_id:
+        finish_promotion(name, last, tracking_uri)  # this run's earlier try wrote the entry
+        return last
     client = _client(tracking_uri)
     actual = _alias_version(client, name, CHAMPION)
     if actual != last.version:
@@ -290,11 +382,18 @@ def rollback(
             f"{name}: champion is {actual!r} but the ledger's last entry ({last.seq}) set v{last.version}; "
             "the registry was changed outside the ledger, refusing to roll back"
         )
+    earlier = [v for v in champion_history(entries)[:-1] if v != last.version]
+    if not earlier:
+        raise RegistryError(
+            f"{name}: nothing further back to roll back to: v{last.version} is the first champion in the ledger "
+            f"({ledger.store.uri}) that was not rolled back"
+        )
+    target = earlier[-1]
     entry = ledger.append(
-        last.seq, action="rollback", version=last.previous_version, previous_version=last.version,
+        last.seq, action="rollback", version=target, previous_version=last.version,
         reasons=[reason], evidence={"rolled_back_entry": last.seq}, dag_run_id=dag_run_id, git_commit=git_commit,
     )  # fmt: skip
-    _move_champion(client, name, last.previous_version, last.version)
+    _move_champion(client, name, target, last.version)
     return entry
 
 
@@ -309,10 +408,5 @@ def tag_version(name: str, version: str, tags: dict[str, str], tracking_uri: str
 
 
 def aliases(name: str, tracking_uri: str | None = None) -> dict[str, str]:
-    client = _client(tracking_uri)
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
-    except MlflowException:
-        return {}
+    """{alias: version}; {} when the registered model does not exist."""
+    return _aliases(_client(tracking_uri), name)

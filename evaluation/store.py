@@ -6,6 +6,8 @@ promotion ledger append-only and race-free: locally it is a hard link of a
 fully written temp file (atomic, never a partial entry); on GCS it is an
 upload with `if_generation_match=0`. (The local GCS emulator does not enforce
 generation preconditions; the concurrency tests use the local store.)
+`is_transient` tells a store fault worth retrying (connection errors,
+timeouts, HTTP 429/5xx) from a permanent one (permissions, bad paths).
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ from pathlib import Path
 
 class AlreadyExists(Exception):
     pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection error, a timeout or a GCS 429/5xx: retrying may help."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import requests
+        from google.api_core import exceptions as gexc
+    except ImportError:  # pragma: no cover - both come with google-cloud-storage
+        return False
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, gexc.TooManyRequests, gexc.ServerError))
 
 
 class LocalStore:

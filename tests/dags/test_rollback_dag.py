@@ -1,11 +1,14 @@
 """The DAG's `rollback` param, run by Airflow itself (`airflow dags test`)
 against a real MLflow registry and ledger: champion goes back to the
-ledger's previous version and no evaluation task runs."""
+ledger's previous version, no evaluation task runs, and the champion-changed
+asset event is recorded in Airflow's metadata DB like a promotion's."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -38,6 +41,7 @@ def test_rollback_param_moves_champion_back_through_the_ledger(tmp_path, llmops_
     assert registry.aliases("unit-model", uri)["champion"] == "2"
 
     suite = write_suite(tmp_path / "s.yaml", base_url="http://127.0.0.1:9/v1")  # never contacted
+    monkeypatch.setenv("LLMOPS_SUITES_PATH", str(tmp_path))  # a DAG run reads suites only under the suite roots
     env = cli.airflow_env(str(suite))
     cli.ensure_airflow_db(env)
     conf = {"suite": str(suite), "rollback": True, "rollback_reason": "canary failed"}
@@ -54,3 +58,13 @@ def test_rollback_param_moves_champion_back_through_the_ledger(tmp_path, llmops_
     assert "[DAG TEST] starting task_id=rollback_champion" in log
     for skipped in ("validate_suite", "start_engines", "generate", "register_and_promote"):
         assert f"[DAG TEST] starting task_id={skipped} " not in log, skipped
+
+    # The same asset event as a promotion, for the redeploy DAG to follow.
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        events = db.execute(
+            "SELECT e.extra, e.source_task_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri = 'llmops://registry/champion'"
+        ).fetchall()
+    assert [(json.loads(extra), task_id) for extra, task_id in events] == [
+        ({"registered_model": "unit-model", "version": "1", "action": "rollback"}, "rollback_champion")
+    ]

@@ -111,3 +111,69 @@ def test_ledger_on_gcs(gcs_emulator):
         (1, "1", None), (2, "2", "1")]
     assert ledger.entries()[0].evidence == {"dz": None}
     assert open_store(gcs_emulator).list("ledger/") == [f"ledger/{NAME}/00000001.json", f"ledger/{NAME}/00000002.json"]
+
+
+class _LostResponseStore(LocalStore):
+    """Fault injection (a real local store underneath): the first create-only
+    write lands, then its response is lost as a connection error - what a
+    retried GCS upload with if_generation_match=0 runs into."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.put_new_calls = 0
+
+    def put_new(self, key: str, data: bytes) -> None:
+        self.put_new_calls += 1
+        super().put_new(key, data)
+        if self.put_new_calls == 1:
+            raise ConnectionError("connection reset by peer (injected after the write)")
+
+
+def test_a_retried_append_whose_response_was_lost_recognises_its_own_entry(tmp_path, monkeypatch):
+    monkeypatch.setattr("evaluation.ledger.RETRY_BASE_S", 0.01)
+    ledger = Ledger(str(tmp_path), NAME)
+    ledger.store = _LostResponseStore(tmp_path)
+    entry = ledger.append(0, action="promote", version="1", previous_version=None, dag_run_id="r1")
+    assert ledger.store.put_new_calls == 2  # retried, and the retry met the entry the first try wrote
+    assert (entry.seq, entry.version) == (1, "1")
+    [stored] = ledger.entries()
+    assert stored == entry and stored.token == entry.token and len(entry.token) == 32
+
+
+def test_an_entry_written_by_another_writer_is_still_a_race_after_a_retry(tmp_path, monkeypatch):
+    monkeypatch.setattr("evaluation.ledger.RETRY_BASE_S", 0.01)
+    ledger = Ledger(str(tmp_path), NAME)
+    ledger.append(0, action="promote", version="9", previous_version=None)  # the other writer, its own token
+    ledger.store = _LostResponseStore(tmp_path)
+    ledger.store.put_new_calls = 1  # no injected fault: a plain race
+    with pytest.raises(RegistryError, match="another promotion or rollback was recorded first"):
+        ledger.append(0, action="promote", version="1", previous_version=None)
+    assert [e.version for e in ledger.entries()] == ["9"]
+
+
+class _DownStore(LocalStore):
+    """Fault injection: the store never answers."""
+
+    def put_new(self, key: str, data: bytes) -> None:
+        raise ConnectionError("store unreachable (injected)")
+
+
+def test_a_store_that_stays_down_fails_as_transient_after_the_deadline(tmp_path, monkeypatch):
+    from evaluation.errors import TransientError
+
+    monkeypatch.setattr("evaluation.ledger.RETRY_BASE_S", 0.01)
+    monkeypatch.setattr("evaluation.ledger.RETRY_DEADLINE_S", 0.2)
+    ledger = Ledger(str(tmp_path), NAME)
+    ledger.store = _DownStore(tmp_path)
+    t0 = time.monotonic()
+    with pytest.raises(TransientError, match="ledger entry 1 .*failed for .*store unreachable"):
+        ledger.append(0, action="promote", version="1", previous_version=None)
+    assert time.monotonic() - t0 < 5
+
+
+def test_entries_written_before_tokens_existed_still_load(tmp_path):
+    s = LocalStore(tmp_path)
+    s.put_new(f"ledger/{NAME}/00000001.json", b'{"seq": 1, "action": "promote", "registered_model": "race-model", '
+              b'"version": "1", "previous_version": null}')  # fmt: skip
+    [e] = Ledger(str(tmp_path), NAME).entries()
+    assert (e.seq, e.version, e.token) == (1, "1", "")
