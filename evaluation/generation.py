@@ -2,25 +2,32 @@
 
 Modelled on vLLM's benchmark clients: every request yields a RequestResult
 (success, error, ttft, latency, tokens) instead of raising. Requests stream,
-so time-to-first-token is measured; concurrency is bounded; connection errors,
-429 and 5xx are retried with exponential backoff and jitter inside a
-per-request deadline. A request that still fails is a *failed item*: it is
-counted in failed_rate and never scored as an empty answer.
+so time-to-first-token is measured; concurrency is bounded and adaptive.
+Connection errors, dropped streams, 429 and 5xx are retried with exponential
+backoff and jitter, all inside *one* deadline per request (`timeout_s`
+bounds the request and its retries; a backoff never ends past it, and no
+concurrency slot is held while sleeping). A request that still fails is a
+*failed item*: counted in failed_rate, never scored as an empty answer.
 
-If the endpoint stops accepting connections altogether (the engine died),
-the remaining requests are cancelled and EngineUnavailable is raised, so the
-caller's task fails clearly; results already delivered to `on_result` (and
-cached by the caller) are not lost.
+Only a dead engine aborts the batch: when new connections have been refused
+for `engine_dead_after_s` with no response in between (EngineWatch), the
+remaining requests are cancelled and EngineUnavailable is raised, so the
+caller's task fails clearly; results already delivered to `on_result` (run in
+a writer thread, off the event loop, and finished before this returns or
+raises) are not lost. An API key goes out as a bearer token and is redacted
+from every error text and log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import httpx
@@ -51,8 +58,60 @@ class RequestResult:
         return asdict(self)
 
 
-class _ConnectionLost(Exception):
+class _EngineDead(Exception):
     pass
+
+
+CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # no connection at all: the engine may be gone
+
+
+def _redact(text: str, secret: str | None) -> str:
+    """Error texts can echo what the server received (some servers put the
+    key in their 401 body): the key never leaves this module."""
+    return text.replace(secret, "***") if secret else text
+
+
+class EngineWatch:
+    """Tells a dead engine from a failed request. Any HTTP response (even an
+    error status) shows the engine is alive; it is dead when new connections
+    have been refused for `dead_after_s` with no response in between, and a
+    fresh connection attempt (a probe that sends no credentials) is refused
+    too."""
+
+    def __init__(self, base_url: str, dead_after_s: float):
+        self.base_url = base_url.rstrip("/")
+        self.dead_after_s = dead_after_s
+        self.down_since: float | None = None
+        self.dead = False
+        self._lock = asyncio.Lock()
+
+    def answered(self) -> None:
+        self.down_since = None
+
+    def refused(self) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    async def confirm_dead(self) -> bool:
+        """Called when a request ran out of tries on refused connections:
+        waits until connections have been refused for `dead_after_s`, then
+        probes once. One probe at a time; the verdict is shared."""
+        async with self._lock:
+            while not self.dead and self.down_since is not None:
+                wait = self.down_since + self.dead_after_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                try:
+                    async with httpx.AsyncClient(timeout=min(5.0, max(self.dead_after_s, 0.5))) as probe:
+                        await probe.get(f"{self.base_url}/models")
+                except CONNECT_ERRORS:
+                    self.dead = True
+                    break
+                except httpx.HTTPError:  # connected, then slow or dropped: alive
+                    pass
+                self.answered()
+            return self.dead
 
 
 class AdaptiveLimiter:
@@ -91,6 +150,11 @@ class AdaptiveLimiter:
             self.successes = 0
             async with self._cond:
                 self._cond.notify_all()
+
+
+# Bump when build_request renders prompts differently: part of every
+# generation cache key (evaluation.keys).
+RENDER_VERSION = "1"
 
 
 def build_request(config: Config, example: Example) -> tuple[str, dict]:
@@ -165,35 +229,64 @@ async def request_with_retries(
     backoff_base_s: float = 0.5,
     backoff_max_s: float = 8.0,
     limiter: AdaptiveLimiter | None = None,
+    watch: EngineWatch | None = None,
+    secret: str | None = None,
 ) -> RequestResult:
+    """One request and its retries, all inside one deadline of `timeout_s`
+    that starts when the first attempt gets a concurrency slot. A slot is
+    held only while an attempt runs, never during the backoff sleep; a
+    backoff that would end past the deadline is not taken. Raises
+    _EngineDead only when the request could not connect and `watch`
+    confirms the engine is gone; any other failure is a failed item."""
     path, body = build_request(config, example)
+    loop = asyncio.get_running_loop()
+    slot = limiter if limiter is not None else contextlib.nullcontext()
+    deadline: float | None = None
     for attempt in range(max_retries + 1):
         result = RequestResult(example_id=example.id, success=False, attempts=attempt + 1)
-        connection_lost = False
+        cannot_connect = False
         try:
-            await asyncio.wait_for(_stream_once(client, path, body, result), timeout=timeout_s)
+            async with asyncio.timeout_at(deadline) as cm:
+                async with slot:
+                    if deadline is None:
+                        deadline = loop.time() + timeout_s
+                        cm.reschedule(deadline)
+                    await _stream_once(client, path, body, result)
+            if watch is not None:
+                watch.answered()
+            if limiter is not None:
+                await limiter.succeeded()
             return result
-        except asyncio.TimeoutError:
-            result.error = f"timeout after {timeout_s:g} s"
-            retryable = True
+        except TimeoutError:
+            result.error = f"timeout: no complete answer within request_timeout_s={timeout_s:g} s"
+            retryable = False  # the request's deadline is spent
         except httpx.HTTPStatusError as e:
+            if watch is not None:
+                watch.answered()
             result.error = str(e)
             retryable = e.response.status_code in RETRY_STATUS
             if limiter is not None and e.response.status_code in (429, 503):
                 limiter.overloaded()
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+        except CONNECT_ERRORS as e:
+            if watch is not None:
+                watch.refused()
             result.error = f"{type(e).__name__}: {e}"
-            retryable = connection_lost = True
-        except (json.JSONDecodeError, RuntimeError, httpx.HTTPError) as e:
+            retryable = cannot_connect = True
+        except (json.JSONDecodeError, RuntimeError, httpx.HTTPError) as e:  # a dropped connection included
             result.error = f"{type(e).__name__}: {e}"
             retryable = True
-        if not retryable or attempt == max_retries:
-            if connection_lost:  # the engine is gone, not just this request
-                raise _ConnectionLost(result.error)
-            result.text, result.ttft_s, result.latency_s = "", None, None
-            return result
+        result.error = _redact(result.error, secret)
+        result.text, result.ttft_s, result.latency_s = "", None, None
         delay = min(backoff_max_s, backoff_base_s * 2**attempt) * (0.5 + random.random())
-        await asyncio.sleep(delay)
+        if retryable and attempt < max_retries and deadline is not None and loop.time() + delay < deadline:
+            log.debug("%s: attempt %d failed (%s), retrying in %.2f s", example.id, attempt + 1, result.error, delay)
+            await asyncio.sleep(delay)
+            continue
+        if retryable and attempt < max_retries:
+            result.error += f" (no retry: request_timeout_s={timeout_s:g} s would pass during the backoff)"
+        if cannot_connect and watch is not None and await watch.confirm_dead():
+            raise _EngineDead(result.error)
+        return result
     raise AssertionError("unreachable")
 
 
@@ -204,6 +297,10 @@ async def generate_jobs_async(
     concurrency: int = 16,
     timeout_s: float = 120.0,
     max_retries: int = 3,
+    backoff_base_s: float = 0.5,
+    backoff_max_s: float = 8.0,
+    engine_dead_after_s: float = 5.0,
+    api_key: str | None = None,
     on_result: Callable[[Config, RequestResult], None] | None = None,
     progress_every_s: float = 10.0,
     label: str = "",
@@ -211,14 +308,25 @@ async def generate_jobs_async(
     """Send every (configuration, example) job to one endpoint as a single
     stream: requests with different sampling parameters interleave, so the
     engine batches across configurations. Results come back aligned with
-    `jobs`. Concurrency adapts to the engine (AdaptiveLimiter, capped)."""
+    `jobs`. Concurrency adapts to the engine (AdaptiveLimiter, capped).
+
+    `timeout_s` bounds each request including its retries. `api_key` is sent
+    as a bearer token and never logged or put in an error. `on_result` (the
+    caller's cache write) runs in one writer thread, off the event loop;
+    every call has finished when this returns or raises. Raises
+    EngineUnavailable when the endpoint has refused connections for
+    `engine_dead_after_s`."""
     limiter = AdaptiveLimiter(concurrency)
+    watch = EngineWatch(base_url, engine_dead_after_s)
     results: list[RequestResult | None] = [None] * len(jobs)
     done = [0, 0, 0]  # finished, failed, completion tokens
     t0 = time.perf_counter()
     last_report = [t0]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    loop = asyncio.get_running_loop()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generation-on-result")
 
     def report(force: bool = False) -> None:
         now = time.perf_counter()
@@ -231,30 +339,34 @@ async def generate_jobs_async(
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         config, ex = jobs[i]
-        async with limiter:
-            r = await request_with_retries(client, config, ex, timeout_s=timeout_s, max_retries=max_retries,
-                                           limiter=limiter)  # fmt: skip
-        if r.success:
-            await limiter.succeeded()
+        r = await request_with_retries(client, config, ex, timeout_s=timeout_s, max_retries=max_retries,
+                                       backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s,
+                                       limiter=limiter, watch=watch, secret=api_key)  # fmt: skip
         results[i] = r
         done[0] += 1
         done[1] += not r.success
         done[2] += r.completion_tokens or 0
-        if on_result:
-            on_result(config, r)
+        if not r.success:
+            log.warning("[%s] %s failed after %d attempt(s): %s", label, ex.id, r.attempts, r.error)
         report()
+        if on_result:  # shielded: a batch abort must not drop a write already queued
+            await asyncio.shield(loop.run_in_executor(writer, on_result, config, r))
 
-    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), limits=limits, timeout=timeout) as client:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for i in range(len(jobs)):
-                    tg.create_task(one(client, i))
-        except* _ConnectionLost as eg:
-            report(force=True)
-            raise EngineUnavailable(
-                f"endpoint {base_url} stopped accepting connections after {done[0]}/{len(jobs)} "
-                f"requests ({eg.exceptions[0]}); finished results were kept"
-            ) from None
+    try:
+        async with httpx.AsyncClient(base_url=base_url.rstrip("/"), limits=limits, timeout=timeout,
+                                     headers=headers) as client:  # fmt: skip
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for i in range(len(jobs)):
+                        tg.create_task(one(client, i))
+            except* _EngineDead as eg:
+                report(force=True)
+                raise EngineUnavailable(
+                    f"endpoint {base_url} stopped accepting connections (refused for {engine_dead_after_s:g} s) "
+                    f"after {done[0]}/{len(jobs)} requests ({eg.exceptions[0]}); finished results were kept"
+                ) from None
+    finally:
+        await asyncio.to_thread(writer.shutdown)  # every queued on_result call finishes first
     report(force=True)
     return results  # type: ignore[return-value]
 
@@ -278,4 +390,5 @@ def generate(base_url: str, config: Config, examples: Iterable[Example], **kw) -
 
 
 def generate_jobs(base_url: str, jobs: list[tuple[Config, Example]], **kw) -> list[RequestResult]:
+    """Synchronous wrapper of generate_jobs_async for task code."""
     return asyncio.run(generate_jobs_async(base_url, jobs, **kw))
