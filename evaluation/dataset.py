@@ -1,7 +1,7 @@
 """Evaluation datasets: JSONL rows of (id, question, contexts, reference).
 
-Loading checks structure (each line parses, fields have the right types) and
-names the line of any fault. `validate_dataset` then runs the content checks
+Loading checks structure (each line is UTF-8 and parses, fields have the
+right types) and names the line of any fault. `validate_dataset` then runs the content checks
 with Great Expectations (non-empty fields, unique ids, length bounds) and
 raises DatasetError naming every offending row id and column, before any
 engine time is spent.
@@ -56,8 +56,14 @@ def load_examples(path: str | Path, limit: int | None = None, stats: dict | None
         raise DatasetError(f"{p}: dataset file not found")
     rows: list[Example] = []
     problems: list[str] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(f"line {lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                "save the file as UTF-8")  # fmt: skip
+                continue
             if not line.strip():
                 continue
             try:

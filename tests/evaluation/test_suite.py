@@ -354,3 +354,253 @@ def test_same_config_same_id_across_suites(tmp_path):
     ids1 = {c.label: c.config_id for c in expand_configs(load_suite(_write(tmp_path / "a", s1)))}
     ids2 = {c.label: c.config_id for c in expand_configs(load_suite(_write(tmp_path / "b", s2)))}
     assert ids1 == ids2
+
+
+# --------------------------------------------------------------------------- #
+# Fields that could only fail late are refused with the suite
+# --------------------------------------------------------------------------- #
+
+
+def _load_err(tmp_path, s: dict) -> str:
+    path = _write(tmp_path, s)
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path)
+    msg = str(exc.value)
+    assert str(path.resolve()) in msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "template, needle",
+    [
+        pytest.param("{question:>50000000}", "format spec", id="format-spec"),
+        pytest.param("{context:10} {question}", "format spec", id="format-spec-context"),
+        pytest.param("{question!r}", "conversion", id="conversion"),
+        pytest.param("{question.__class__}", "attribute or index", id="attribute"),
+        pytest.param("{question[0]}", "attribute or index", id="index"),
+        pytest.param("{}", "positional", id="positional"),
+        pytest.param("{question", "not a valid template", id="unbalanced"),
+    ],
+)
+def test_template_placeholders_are_plain_names(tmp_path, template, needle):
+    s = _base_suite()
+    s["search_space"]["prompt_templates"][0]["template"] = template
+    msg = _load_err(tmp_path, s)
+    assert "search_space.prompt_templates.0.template" in msg
+    assert needle in msg, msg
+
+
+def test_escaped_braces_are_literal_text(tmp_path):
+    s = _base_suite()
+    s["search_space"]["prompt_templates"][0]["template"] = 'Reply as JSON {{"answer": ...}}. {question}'
+    load_suite(_write(tmp_path, s))
+
+
+def _mlflow_refuses(name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", ["org/model", "model:v1", "..", ".", "../x", "a/../b", " ", "models:/x"])
+def test_registered_model_names_mlflow_refuses_are_refused(tmp_path, name):
+    assert _mlflow_refuses(name)  # the oracle: MLflow's own check
+    s = _base_suite()
+    s["registered_model"] = name
+    msg = _load_err(tmp_path, s)
+    assert "registered_model" in msg
+
+
+@pytest.mark.parametrize("name", ["it's", 'say "x"', "back\\slash"])
+def test_registered_model_names_that_break_registry_filters_are_refused(tmp_path, name):
+    s = _base_suite()
+    s["registered_model"] = name
+    assert "registered_model" in _load_err(tmp_path, s)
+
+
+@pytest.mark.parametrize("name", ["llmops-world-facts", "my model v2", "team.rag_champion"])
+def test_registered_model_names_mlflow_accepts_are_accepted(tmp_path, name):
+    assert not _mlflow_refuses(name)
+    s = _base_suite()
+    s["registered_model"] = name
+    assert load_suite(_write(tmp_path, s)).registered_model == name
+
+
+@pytest.mark.parametrize("schedule", ["@daily", "@hourly", "@weekly", "@once", "0 3 * * *", "*/15 * * * 1-5", None])
+def test_valid_schedules(tmp_path, schedule):
+    s = _base_suite()
+    s["schedule"] = schedule
+    path = _write(tmp_path, s)
+    assert load_suite(path).schedule == schedule
+    assert read_schedule(path) == schedule
+
+
+@pytest.mark.parametrize("schedule", ["@dialy", "61 * * * *", "* * *", "every day", "0 0 * * * *", "", 5])
+def test_invalid_schedule_fails_validation_but_not_dag_parsing(tmp_path, schedule):
+    s = _base_suite()
+    s["schedule"] = schedule
+    msg = _load_err(tmp_path, s)
+    assert "schedule" in msg
+    # DAG parse time: never raises, falls back to the default schedule.
+    assert read_schedule(tmp_path / "suite.yaml") == DEFAULT_SCHEDULE
+
+
+def test_max_tokens_must_fit_the_managed_engines_context(tmp_path):
+    s = _base_suite()
+    s["candidates"][1]["max_model_len"] = 512
+    s["search_space"]["max_tokens"] = [64, 512]
+    msg = _load_err(tmp_path, s)
+    assert "model-b" in msg and "max_model_len" in msg and "512" in msg
+    # An existing endpoint's context length is its own business.
+    s["candidates"][1]["max_model_len"] = 2048
+    s["candidates"][0]["max_model_len"] = 512
+    load_suite(_write(tmp_path / "ok", s))
+
+
+def test_judge_sharing_a_candidates_name_must_share_its_source(tmp_path):
+    s = _base_suite()
+    s["judge"] = {"name": "model-b", "source": {"bundled": "smollm2-135m-instruct"}}
+    msg = _load_err(tmp_path, s)
+    assert "judge" in msg and "model-b" in msg
+    s["judge"]["source"] = {"bundled": "gemma3-270m"}
+    load_suite(_write(tmp_path / "ok", s))
+
+
+def test_candidate_names_may_be_served_names_with_slash_and_colon(tmp_path):
+    s = _base_suite()
+    s["candidates"][0]["name"] = "org/model-name:tag"
+    configs = expand_configs(load_suite(_write(tmp_path, s)))
+    assert {c.model for c in configs} == {"org/model-name:tag", "model-b"}
+
+
+@pytest.mark.parametrize("name", ["", "two words", "tab\there", "new\nline"])
+def test_candidate_names_without_whitespace(tmp_path, name):
+    s = _base_suite()
+    s["candidates"][0]["name"] = name
+    assert "candidates.0.name" in _load_err(tmp_path, s)
+
+
+# --------------------------------------------------------------------------- #
+# Credentials (the key itself never enters the suite)
+# --------------------------------------------------------------------------- #
+
+
+def test_api_key_env_is_a_name_kept_in_the_suite(tmp_path):
+    s = _base_suite()
+    s["candidates"][0]["source"]["api_key_env"] = "MODEL_A_KEY"
+    suite = load_suite(_write(tmp_path, s))
+    assert suite.candidates[0].source.api_key_env == "MODEL_A_KEY"
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [
+        pytest.param({"bundled": "gemma3-270m", "api_key_env": "K"}, "base_url", id="managed-source"),
+        pytest.param({"base_url": "http://h/v1", "api_key_env": "K", "api_key_file": "/run/k"}, "one of",
+                     id="both"),
+        pytest.param({"base_url": "http://h/v1", "api_key_env": "not a name"}, "api_key_env", id="bad-var-name"),
+        pytest.param({"base_url": "http://h/v1", "api_key_file": "keys/k.txt"}, "absolute", id="relative-file"),
+        pytest.param({"base_url": "ftp://h/v1"}, "base_url", id="not-http"),
+        pytest.param({"base_url": "http://"}, "base_url", id="no-host"),
+    ],
+)
+def test_bad_credential_and_endpoint_fields(tmp_path, source, needle):
+    s = _base_suite()
+    s["candidates"][0]["source"] = source
+    msg = _load_err(tmp_path, s)
+    assert "candidates.0.source" in msg and needle in msg, msg
+
+
+# --------------------------------------------------------------------------- #
+# Per-candidate search spaces and explicit configurations
+# --------------------------------------------------------------------------- #
+
+
+def test_candidate_search_space_overrides_the_suites_per_key(tmp_path):
+    s = _base_suite()
+    s["candidates"][1]["search_space"] = {"temperature": [0.2], "max_tokens": [32, 48]}
+    configs = expand_configs(load_suite(_write(tmp_path, s)))
+    a = [c for c in configs if c.model == "model-a"]
+    b = [c for c in configs if c.model == "model-b"]
+    assert sorted(c.sampling.temperature for c in a) == [0.0, 0.7]
+    assert {(c.sampling.temperature, c.sampling.max_tokens) for c in b} == {(0.2, 32), (0.2, 48)}
+    assert {c.template_name for c in b} == {"plain"}  # inherited from the suite's search space
+
+
+def test_candidate_search_space_is_validated_like_the_suites(tmp_path):
+    s = _base_suite()
+    s["candidates"][1]["search_space"] = {"temperature": [3.0]}
+    msg = _load_err(tmp_path, s)
+    assert "candidates.1.search_space.temperature" in msg and "[0, 2]" in msg
+
+
+def test_explicit_configurations_besides_the_grid_are_deduplicated(tmp_path):
+    s = _base_suite()
+    s["configurations"] = [
+        {"model": "model-b", "template": "plain", "temperature": 0.3, "top_p": 0.9, "max_tokens": 40},
+        {"model": "model-a", "template": "plain", "temperature": 0.0},  # already a grid point
+    ]
+    s["search_space"]["max_tokens"] = [96]
+    configs = expand_configs(load_suite(_write(tmp_path, s)))
+    assert len(configs) == 5  # 4 grid points + 1 new one
+    extra = [c for c in configs if c.sampling.temperature == 0.3]
+    assert len(extra) == 1
+    c = extra[0]
+    assert (c.model, c.api, c.template_name, c.sampling.top_p, c.sampling.max_tokens) == \
+        ("model-b", "completions", "plain", 0.9, 40)  # fmt: skip
+
+
+def test_explicit_configurations_only(tmp_path):
+    s = _base_suite()
+    templates = s.pop("search_space")["prompt_templates"]
+    s["prompt_templates"] = templates
+    s["configurations"] = [
+        {"model": "model-a", "template": "plain", "temperature": 0.5, "seed": 7},
+        {"model": "model-b", "template": "plain"},
+    ]
+    configs = expand_configs(load_suite(_write(tmp_path, s)))
+    assert [(c.model, c.sampling.temperature, c.sampling.seed) for c in configs] == \
+        [("model-a", 0.5, 7), ("model-b", 0.0, 1234)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "entry, needles",
+    [
+        pytest.param({"model": "model-c", "template": "plain"}, ["configurations.0", "model-c", "model-a"],
+                     id="unknown-model"),
+        pytest.param({"model": "model-a", "template": "fancy"}, ["configurations.0", "fancy", "plain"],
+                     id="unknown-template"),
+        pytest.param({"model": "model-a", "template": "plain", "temperature": 5}, ["configurations.0.temperature"],
+                     id="bad-temperature"),
+        pytest.param({"model": "model-a", "template": "plain", "topp": 0.5}, ["configurations.0.topp"],
+                     id="unknown-key"),
+    ],
+)
+def test_bad_explicit_configuration_is_named(tmp_path, entry, needles):
+    s = _base_suite()
+    s["configurations"] = [entry]
+    msg = _load_err(tmp_path, s)
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_a_candidate_without_configurations_is_refused(tmp_path):
+    s = _base_suite()
+    s["prompt_templates"] = s.pop("search_space")["prompt_templates"]
+    s["configurations"] = [{"model": "model-a", "template": "plain"}]
+    msg = _load_err(tmp_path, s)
+    assert "model-b" in msg and "no configurations" in msg
+
+
+def test_a_template_name_means_one_template(tmp_path):
+    s = _base_suite()
+    s["candidates"][1]["search_space"] = {
+        "prompt_templates": [{"name": "plain", "template": "Other text: {question}"}]
+    }
+    msg = _load_err(tmp_path, s)
+    assert "plain" in msg and "two different" in msg
