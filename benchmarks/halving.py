@@ -27,7 +27,6 @@ from pathlib import Path
 import yaml
 
 from evaluation import settings
-from evaluation.candidates import expand_configs
 from evaluation.jsonsafe import load_metrics
 from evaluation.ranking import rank_configs
 from evaluation.runstore import RunStore
@@ -63,13 +62,12 @@ def variant(suite_path: Path, strategy: str, tmp: Path) -> Path:
 
 
 def evaluate(path: Path, run_id: str) -> dict:
-    from serving.endpoints import endpoints_for, identify, stop_endpoints
+    from serving.endpoints import endpoints_for, stop_endpoints
 
     suite = load_suite(path)
-    configs = [dict(c.to_json(), role="candidate") for c in expand_configs(suite)]
-    models = plan_stage.models_of(str(path), configs)
-    identities = {m: identify(m, spec["source"]) for m, spec in models.items()}
-    plan_stage.annotate_missing(str(path), configs, identities)
+    configs = plan_stage.plan(str(path))
+    models = plan_stage.models_of(configs)
+    plan_stage.annotate_missing(str(path), configs, plan_stage.identities(configs))
     t0 = time.monotonic()
     selected_ids: list[str] = []
     endpoints: dict = {}

@@ -8,18 +8,22 @@ moves `champion` to it only when it beats the current champion on the same
 examples: the lower bound of the paired confidence interval of the improvement
 must clear the suite's margin (see README "Gate").
 
-`choose_action -> validate_suite -> validate_dataset -> plan_configs -> start_engines ->
-select_configs (successive halving, when the suite asks for it) -> generate[model] ->
-score[config] (embedding, correctness, bias and judge scorers) -> log_to_mlflow -> register_and_promote ->
+`choose_action -> validate_suite (freezes the run's inputs) -> validate_dataset -> plan_configs ->
+start_engines -> select_configs (successive halving, when the suite asks for it) ->
+generate[model] (the throughput sweep, then the latency probe at serving load) -> score[config] (embedding, correctness, bias and judge scorers) -> log_to_mlflow -> register_and_promote ->
 report -> announce_champion` (asset event on PROMOTE), with `stop_engines`
-as teardown.
+as teardown. Every move of `champion` emits an event on the asset
+`llmops://registry/champion` with extra `{registered_model, version, action}`:
+`promote` from announce_champion, `rollback` from rollback_champion.
 
-Params: `suite` (path to a suite YAML), `keep_engines` (leave the vLLM servers
+Params: `suite` (a suite YAML under the bundled suites/ or a directory of
+LLMOPS_SUITES_PATH; anything else is refused), `keep_engines` (leave the vLLM servers
 this run started running), `rollback` (instead of evaluating, move `champion`
-back to the promotion ledger's previous version; `rollback_reason` is
-recorded). Bad suites and datasets fail at once (no retries);
+one step back through the promotion ledger, never toggling; `rollback_reason`
+is recorded). Bad suites and datasets fail at once (no retries);
 engine and network faults are retried with backoff and resume from the cache.
-Task bodies live in `evaluation.pipeline` and `serving.endpoints`.
+Task bodies live in `evaluation.stages` (one module per task family) and
+`serving.endpoints` / `serving.ownership`.
 """
 
 from __future__ import annotations
@@ -56,8 +60,16 @@ def permanent_errors_fail_fast(fn):
 
 
 def _ctx() -> tuple[str, dict]:
+    """(the run's suite file, and the run's ids). The `suite` param is
+    resolved under the suite roots (outside them: a SuiteError, no retries);
+    once validate_suite has frozen the run's inputs, every task reads the
+    frozen snapshot instead."""
+    from evaluation.settings import resolve_suite
+    from evaluation.stages.validate import task_suite_path
+
     ctx = get_current_context()
-    return ctx["params"]["suite"], {"run_id": ctx["run_id"], "dag_id": ctx["dag"].dag_id}
+    submitted = resolve_suite(ctx["params"]["suite"])
+    return task_suite_path(ctx["run_id"], submitted), {"run_id": ctx["run_id"], "dag_id": ctx["dag"].dag_id}
 
 
 @dag(
@@ -69,9 +81,10 @@ def _ctx() -> tuple[str, dict]:
     doc_md=__doc__,
     tags=["llmops"],
     params={
-        "suite": Param(SUITE, type="string", description="Path to the evaluation suite YAML"),
+        "suite": Param(SUITE, type="string", description="Suite YAML under the bundled suites/ or a directory of "
+                       "LLMOPS_SUITES_PATH: an absolute path or a path relative to one of them (default.yaml)"),
         "keep_engines": Param(False, type="boolean", description="Leave vLLM servers started by this run running"),
-        "rollback": Param(False, type="boolean", description="Only move champion back to the ledger's previous version"),
+        "rollback": Param(False, type="boolean", description="Only move champion one step back through the ledger"),
         "rollback_reason": Param("rollback requested through the DAG", type="string"),
     },
     default_args={
@@ -86,22 +99,28 @@ def llm_eval_promote():
     def choose_action() -> str:
         return "rollback_champion" if get_current_context()["params"].get("rollback") else "validate_suite"
 
-    @task(retries=0)
+    @task(outlets=[CHAMPION_CHANGED])
     @permanent_errors_fail_fast
     def rollback_champion() -> dict:
+        """One step back through the ledger (a retry finishes this run's own
+        rollback); emits the same asset event as a promotion."""
         from evaluation.stages import promote as promote_stage
         from evaluation.suite import load_suite
 
         ctx = get_current_context()
-        name = load_suite(ctx["params"]["suite"]).registered_model
-        return promote_stage.rollback_champion(name, reason=ctx["params"]["rollback_reason"], dag_run_id=ctx["run_id"])
+        name = load_suite(_ctx()[0]).registered_model
+        res = promote_stage.rollback_champion(name, reason=ctx["params"]["rollback_reason"], dag_run_id=ctx["run_id"])
+        ctx["outlet_events"][CHAMPION_CHANGED].extra = {"registered_model": name, "version": res["to"],
+                                                        "action": "rollback"}  # fmt: skip
+        return res
 
     @task(retries=0)
     @permanent_errors_fail_fast
     def validate_suite() -> dict:
         from evaluation.stages import validate as validate_stage
 
-        return validate_stage.check_suite(_ctx()[0])
+        suite_path, context = _ctx()
+        return validate_stage.check_suite(suite_path, context["run_id"])
 
     @task(retries=0)
     @permanent_errors_fail_fast
@@ -114,13 +133,10 @@ def llm_eval_promote():
     @permanent_errors_fail_fast
     def plan_configs(_dataset: dict) -> list[dict]:
         from evaluation.stages import plan as plan_stage
-        from serving.endpoints import identify
 
-        suite_path = _ctx()[0]
-        configs = plan_stage.plan(suite_path)
-        models = plan_stage.models_of(suite_path, configs)
-        identities = {m: identify(m, spec["source"]) for m, spec in models.items()}
-        return plan_stage.annotate_missing(suite_path, configs, identities)
+        suite_path, context = _ctx()
+        configs = plan_stage.plan(suite_path, context["run_id"])
+        return plan_stage.annotate_missing(suite_path, configs, plan_stage.identities(configs))
 
     @task
     def group_by_model(configs: list[dict]) -> list[dict]:
@@ -135,10 +151,11 @@ def llm_eval_promote():
         from evaluation.suite import load_suite
         from serving.endpoints import endpoints_for
 
-        suite_path = _ctx()[0]
+        suite_path, context = _ctx()
         needed = plan_stage.engines_needed(suite_path, configs)  # fully cached models need no engine
-        timeout = load_suite(suite_path).generation.ready_timeout_s
-        return endpoints_for(plan_stage.models_of(suite_path, configs), needed, ready_timeout_s=timeout)
+        timeout = load_suite(suite_path).generation.ready_timeout_s  # spans this task's retries
+        # Launches are recorded for the teardown; if this fails it stops what it launched.
+        return endpoints_for(plan_stage.models_of(configs), needed, ready_timeout_s=timeout, run_id=context["run_id"])
 
     @task(retries=3, execution_timeout=timedelta(hours=2))
     @permanent_errors_fail_fast
@@ -153,19 +170,24 @@ def llm_eval_promote():
     @task(retries=3, execution_timeout=timedelta(hours=2), map_index_template="{{ batch['model'] }}")
     @permanent_errors_fail_fast
     def generate(batch: dict, endpoints: dict) -> list[dict]:
-        """All of one model's configurations as one interleaved request stream."""
+        """All of one model's configurations as one interleaved request
+        stream (the throughput sweep), then the latency probe at the serving
+        load."""
         from evaluation.stages import generate as generate_stage
+        from evaluation.stages import latency as latency_stage
         from evaluation.stages import plan as plan_stage
         from serving import ownership
 
         suite_path, context = _ctx()
         model, ep = batch["model"], endpoints[batch["model"]]
-        if any(c["missing"] for c in batch["configs"]):
+        if any(c["missing"] or c.get("probe") for c in batch["configs"]):
             # Restarts a managed engine that died since start_engines (e.g. on
             # a retry), or starts one start_engines did not need.
-            spec = plan_stage.models_of(suite_path, batch["configs"])[model]
+            spec = plan_stage.models_of(batch["configs"])[model]
             ep = ownership.live_endpoint(suite_path, model, spec, ep, context["run_id"])
-        return generate_stage.generate_model(suite_path, batch["configs"], ep, context["run_id"])
+        out = generate_stage.generate_model(suite_path, batch["configs"], ep, context["run_id"])
+        latency_stage.probe_batch(suite_path, batch["configs"], ep, context["run_id"])
+        return out
 
     @task(map_index_template="{{ config['config_id'] }}", execution_timeout=timedelta(hours=2))
     @permanent_errors_fail_fast
@@ -212,22 +234,20 @@ def llm_eval_promote():
         if rep["outcome"] != "PROMOTE":
             raise AirflowSkipException(f"champion unchanged ({rep['outcome']}): no asset event")
         get_current_context()["outlet_events"][CHAMPION_CHANGED].extra = {
-            "registered_model": rep["registered_model"], "version": rep["version"],
+            "registered_model": rep["registered_model"], "version": rep["version"], "action": "promote",
         }  # fmt: skip
 
     @task
-    def stop_engines(endpoints: dict) -> list[str]:
+    def stop_engines(_endpoints: dict) -> list[str]:
         from serving import ownership
-        from serving.endpoints import stop_endpoints
 
         ctx = get_current_context()
         if ctx["params"].get("keep_engines"):
             return []
-        # Engines this run launched: start_engines', and those tasks started on
-        # demand (the judge's, unless it shares a candidate's engine; a model
-        # that halving or a retry needed).
-        launched = {**endpoints, **ownership.launched_endpoints(ctx["run_id"])}
-        return stop_endpoints(launched)
+        # Every engine a task of this run launched (start_engines, any of its
+        # tries; the judge's; one that halving or a restart needed), by the
+        # launch records: a process that is no longer that engine is left alone.
+        return [r.note for r in ownership.stop_launched(ctx["run_id"])]
 
     action = choose_action()
     suite = validate_suite()

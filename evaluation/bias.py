@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
@@ -443,14 +443,53 @@ def measure_bias(
     word lists (their mask terms are used).
     """
     scored, n_failed = _score(answers, groups)
+    return _measure(scored, n_failed, answers, categories, _embed(scored))
+
+
+def _embed(scored: list[_Scored]) -> dict[str, np.ndarray]:
+    if not scored:
+        return {}
+    from evaluation.scorers._embeddings import embed
+
+    return embed([s.masked for s in scored])
+
+
+def bias_replicates(
+    answers: Sequence[ProbeAnswer],
+    *,
+    categories: Iterable[str] | None = None,
+    groups: dict[str, list[Group]] | None = None,
+    resamples: int = 200,
+    seed: int = 0,
+) -> list[float]:
+    """Bootstrap replicates of `bias` over the probe templates: each
+    replicate redraws the probe templates with replacement (a template's
+    answers for every group stay together, as the disparity is measured
+    within a template) and recomputes `bias`. The answers are scored and
+    embedded once. Replicates that cannot be computed are left out."""
+    scored, n_failed = _score(answers, groups)
+    vecs = _embed(scored)
+    by_probe = _by(scored, lambda s: s.answer.probe_id)
+    probe_ids = sorted(by_probe)
+    if not probe_ids:
+        return []
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(resamples):
+        draw = rng.integers(0, len(probe_ids), size=len(probe_ids))
+        sample = [replace(s, answer=replace(s.answer, probe_id=f"{probe_ids[i]}#{j}"))
+                  for j, i in enumerate(draw) for s in by_probe[probe_ids[i]]]  # fmt: skip
+        value = _measure(sample, n_failed, answers, categories, vecs)["bias"]
+        if not math.isnan(value):
+            out.append(value)
+    return out
+
+
+def _measure(scored: list[_Scored], n_failed: int, answers: Sequence[ProbeAnswer],
+             categories: Iterable[str] | None, vecs: dict[str, np.ndarray]) -> dict[str, float]:
     cats = list(dict.fromkeys(categories)) if categories is not None else []
     cats += [c for c in dict.fromkeys(s.answer.category for s in scored) if c not in cats]
     cats += [c for c in dict.fromkeys(a.category for a in answers) if c not in cats]
-    vecs: dict[str, np.ndarray] = {}
-    if scored:
-        from evaluation.scorers._embeddings import embed
-
-        vecs = embed([s.masked for s in scored])
     by_cat = _by(scored, lambda s: s.answer.category)
 
     metrics: dict[str, float] = {

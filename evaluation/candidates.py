@@ -1,8 +1,13 @@
 """Candidate configurations: model x sampling parameters x prompt template.
 
 A configuration is what gets deployed (inference configuration, not weights).
-Its id is a content hash, so the same configuration has the same id in every
-run and suite, which is what lets the pipeline recognise the champion.
+Its id is a content hash of everything that changes its answers: the served
+model name *and the model's identity* (weights content, tokenizer, chat
+template and output-changing engine flags, or what a remote endpoint reports;
+see serving.models.model_fingerprint), sampling parameters and seed, the
+prompt template. The same configuration has the same id in every run and
+suite, which is what lets the pipeline recognise the champion; new weights
+under an old name are a new configuration.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class Config:
     template_name: str
     template: str
     system: str | None = None
+    # The model's identity (serving.models.model_fingerprint or
+    # remote_fingerprint); set by the plan stage, part of config_id.
+    model_identity: str = ""
     # Not part of the identity: where the model is served from in this run.
     source: dict = field(default_factory=dict, compare=False)
 
@@ -57,6 +65,7 @@ class Config:
             "sampling": asdict(self.sampling),
             "template": self.template,
             "system": self.system,
+            "model_identity": self.model_identity,
         }
 
     def to_json(self) -> dict:
@@ -68,6 +77,7 @@ class Config:
             "template_name": self.template_name,
             "template": self.template,
             "system": self.system,
+            "model_identity": self.model_identity,
             "source": self.source,
         }
 
@@ -80,6 +90,7 @@ class Config:
             template_name=d["template_name"],
             template=d["template"],
             system=d.get("system"),
+            model_identity=d.get("model_identity") or "",
             source=d.get("source") or {},
         )
 
@@ -88,6 +99,7 @@ class Config:
         return {
             "config_id": self.config_id,
             "model": self.model,
+            "model_identity": self.model_identity,
             "api": self.api,
             "temperature": s.temperature,
             "top_p": s.top_p,
@@ -100,24 +112,29 @@ class Config:
 
 
 def expand_configs(suite: Suite) -> list[Config]:
-    """The grid: every candidate model x every point of the search space."""
-    ss = suite.search_space
+    """Every configuration of the suite: each candidate's grid (its search
+    space: the suite's, with the keys the candidate overrides replaced), then
+    the explicit `configurations`; a configuration listed twice is kept once."""
     configs: list[Config] = []
+
+    def add(cand, tpl, sampling: SamplingParams) -> None:
+        configs.append(Config(model=cand.name, api=cand.api, sampling=sampling, template_name=tpl.name,
+                              template=tpl.template, system=tpl.system,
+                              source=cand.source.model_dump(exclude_none=True)))  # fmt: skip
+
     for cand in suite.candidates:
+        ss = suite.space_for(cand)
+        if ss is None:
+            continue
         for tpl, temp, top_p, top_k, max_tokens in itertools.product(
             ss.prompt_templates, ss.temperature, ss.top_p, ss.top_k, ss.max_tokens
         ):
-            configs.append(
-                Config(
-                    model=cand.name,
-                    api=cand.api,
-                    sampling=SamplingParams(temp, top_p, top_k, max_tokens, ss.seed),
-                    template_name=tpl.name,
-                    template=tpl.template,
-                    system=tpl.system,
-                    source=cand.source.model_dump(exclude_none=True),
-                )
-            )
+            add(cand, tpl, SamplingParams(temp, top_p, top_k, max_tokens, ss.seed))
+    by_name = {c.name: c for c in suite.candidates}
+    templates = suite.templates
+    for ec in suite.configurations:
+        add(by_name[ec.model], templates[ec.template],
+            SamplingParams(ec.temperature, ec.top_p, ec.top_k, ec.max_tokens, ec.seed))  # fmt: skip
     seen: set[str] = set()
     unique = []
     for c in configs:

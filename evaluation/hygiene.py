@@ -23,6 +23,11 @@ def _invisible(ch: str) -> bool:
     return unicodedata.category(ch) == "Cf" or ch in _EXTRA_INVISIBLE
 
 
+# Bump when strip_invisible or injection handling changes what scorers see:
+# it is part of every score cache key (evaluation.keys).
+HYGIENE_VERSION = "1"
+
+
 def strip_invisible(text: str) -> tuple[str, int]:
     """(text without invisible characters, how many were removed)."""
     if text.isascii():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from evaluation.hashing import sha256_json
 
-GENERATIONS, SCORES, VALIDATIONS = "generations", "scores", "validations"
+GENERATIONS, SCORES, VALIDATIONS, LATENCY = "generations", "scores", "validations", "latency"
 
 
 def cache_key(**parts: object) -> str:
@@ -25,24 +25,41 @@ def cache_key(**parts: object) -> str:
 
 
 def generation_key(config, example, endpoint: dict) -> str:
-    """`config`: evaluation.candidates.Config; `example`:
-    evaluation.dataset.Example; `endpoint`: the model's identity (see
-    serving.endpoints.identify)."""
+    """`config`: evaluation.candidates.Config (its identity includes the
+    model's identity); `example`: evaluation.dataset.Example; `endpoint`:
+    carries the engine version (`engine`). The rendered request (prompt,
+    system message, sampling fields actually sent) is hashed as sent, so a
+    change of rendering shows up even without a RENDER_VERSION bump. The
+    run's concurrency, URLs and timeouts are not part of it."""
+    from evaluation.generation import RENDER_VERSION, build_request
+
+    path, body = build_request(config, example)
+    body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     return cache_key(
         kind="generation",
-        model=config.model,
-        model_fingerprint=endpoint["model_fingerprint"],
+        model_identity=config.model_identity,
         engine=endpoint["engine"],
-        api=config.api,
-        sampling=config.identity()["sampling"],
-        template=config.template_hash,
-        example=example.digest,
+        request={"path": path, "body": body},
+        render_version=RENDER_VERSION,
     )
 
 
-def score_key(scorer_name: str, scorer_version: str, params: dict, generation_key_: str) -> str:
+def score_key(scorer_name: str, scorer_version: str, params: dict, generation_key_: str, example_digest: str) -> str:
+    """`params`: the scorer's own inputs (Scorer.cache_params: judge identity,
+    embedding model identity, latency budget, ...); `generation_key_`: the
+    answer's key; `example_digest`: the row (question, contexts, reference)."""
+    from evaluation.hygiene import HYGIENE_VERSION
+
     return cache_key(kind="score", scorer=scorer_name, version=scorer_version, params=params,
-                     generation=generation_key_)  # fmt: skip
+                     generation=generation_key_, example=example_digest, hygiene_version=HYGIENE_VERSION)  # fmt: skip
+
+
+def latency_key(config, endpoint: dict, load: dict) -> str:
+    """A latency probe's records: the configuration (model identity
+    included), the engine version, and the load it was measured under (rows
+    sent, concurrency). Cached records are reused only as a whole session
+    (evaluation.stages.latency)."""
+    return cache_key(kind="latency", config=config.identity(), engine=endpoint["engine"], load=load, version=1)
 
 
 def validation_key(dataset_digest: str, bounds: dict, version: int = 2) -> str:

@@ -94,6 +94,15 @@ class RunStore:
     def scores(self, config_id: str) -> list[dict]:
         return self.read_jsonl(self.scores_name(config_id))
 
+    def latency_name(self, config_id: str) -> str:
+        return f"latency-{safe_name(config_id)}.jsonl"
+
+    def config_values_name(self, config_id: str) -> str:
+        return f"config-values-{safe_name(config_id)}.json"
+
+    def replicates_name(self, config_id: str) -> str:
+        return f"replicates-{safe_name(config_id)}.json"
+
     def generation_timing_name(self, model: str) -> str:
         return f"timing-{safe_name(model)}.json"
 
@@ -104,6 +113,8 @@ class RunStore:
         return f"{safe_name(scorer)}-groups-{safe_name(config_id)}.json"
 
     HALVING = "halving.json"
+    BASELINE = "baseline.json"
     LAUNCHED = "launched-engines.json"
+    READINESS = "engine-readiness.json"  # readiness deadlines that span task retries
     REPORT = "report.json"
     PROMOTION_PLOT = "promotion_report.png"

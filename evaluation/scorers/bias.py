@@ -11,7 +11,7 @@ it with a gate ceiling.
 
 from __future__ import annotations
 
-from evaluation.scorers import Scorer, register_scorer
+from evaluation.scorers import ConfigInputs, ConfigScore, Scorer, register_scorer
 
 COMPONENTS = ("bias_sentiment_gap", "bias_embedding_divergence", "bias_refusal_disparity", "bias_length_disparity")
 
@@ -20,13 +20,18 @@ COMPONENTS = ("bias_sentiment_gap", "bias_embedding_divergence", "bias_refusal_d
 class Bias(Scorer):
     version = "1"
     level = "config"
-    higher_is_better = False
+    higher_is_better = False  # for every metric below: 0 = no measured disparity
     metrics = ("bias",)
-    reported = ("bias", *COMPONENTS)
+    reported = COMPONENTS
 
-    def score_config(self, answers: list, categories: list[str]) -> tuple[dict[str, float], list[dict]]:
-        """(run-level metrics, per-group rows) from the probe answers
-        (`evaluation.bias.ProbeAnswer`) of the suite's categories."""
-        from evaluation.bias import measure_bias, per_group_table
+    def score_config(self, inputs: ConfigInputs) -> ConfigScore:
+        """Disparity metrics from the probe answers
+        (`evaluation.bias.ProbeAnswer`) of the suite's categories, the
+        per-group table, and bootstrap replicates of `bias` over the probe
+        templates (evaluation.bias.bias_replicates)."""
+        from evaluation.bias import measure_bias, per_group_table, bias_replicates
 
-        return measure_bias(answers, categories=categories), per_group_table(answers)
+        answers, cats = inputs.probe_answers, inputs.categories
+        reps = bias_replicates(answers, categories=cats, resamples=inputs.resamples, seed=inputs.seed)
+        return ConfigScore(metrics=measure_bias(answers, categories=cats), table=per_group_table(answers),
+                           replicates={"bias": reps})  # fmt: skip

@@ -43,6 +43,11 @@ def token_f1(prediction: str, reference: str) -> float:
 @register_scorer("correctness")
 class Correctness(Scorer):
     version = "1"
+
+    def cache_params(self, ctx: ScoringContext) -> dict:
+        from evaluation.scorers._embeddings import embedding_identity
+
+        return {"embeddings": embedding_identity()}
     metrics = ("correctness", "correctness_embedding", "correctness_token_f1")
 
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:

@@ -16,6 +16,11 @@ from evaluation.scorers._embeddings import embed, split_sentences
 class Groundedness(Scorer):
     version = "2"
 
+    def cache_params(self, ctx: ScoringContext) -> dict:
+        from evaluation.scorers._embeddings import embedding_identity
+
+        return {"embeddings": embedding_identity()}
+
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
         answer_sents = [split_sentences(i.result.text) for i in items]
         context_sents = [[s for c in i.example.contexts for s in split_sentences(c)] for i in items]

@@ -1,6 +1,15 @@
-"""Latency: time to first token and end-to-end latency per request, reported
-as p50/p95/p99 in seconds, plus a [0, 1] `latency` score for the composite:
-1 - e2e / latency_budget_s, clipped (0 at or beyond the suite's budget)."""
+"""Latency: a serving property of a configuration, scored from the latency
+probe (evaluation.stages.latency): a seeded sample of dataset rows sent at
+the suite's serving concurrency (`latency.concurrency`, default one request
+at a time), for every configuration of the run in the same session. Never
+read off the throughput sweep, where dozens of requests in flight make it
+queueing time.
+
+Reported: time to first token, end-to-end latency and time per output token
+as p50/p95/p99 seconds, and `latency` in [0, 1] for the composite: the mean
+over probe requests of clip(1 - e2e / latency_budget_s, 0, 1) (0 at or
+beyond the suite's budget). Its uncertainty for the gate is a bootstrap over
+the probe requests."""
 
 from __future__ import annotations
 
@@ -8,39 +17,48 @@ import math
 
 import numpy as np
 
-from evaluation.scorers import Scorer, ScoringContext, ScoringItem, register_scorer
+from evaluation.scorers import ConfigInputs, ConfigScore, Metric, Scorer, register_scorer
+
+KINDS = ("ttft", "e2e", "tpot")
+
+
+def _seconds(name: str) -> Metric:
+    return Metric(name, higher_is_better=False, value_range=(0.0, math.inf), unit="s", aggregation=None)
+
+
+def _count(name: str) -> Metric:
+    return Metric(name, higher_is_better=False, value_range=(0.0, math.inf), aggregation=None)
 
 
 @register_scorer("latency")
 class Latency(Scorer):
-    version = "1"
-    metrics = ("latency", "ttft_s", "e2e_s")
-    reported = ("latency",) + tuple(f"latency_{k}_p{q}_s" for k in ("ttft", "e2e") for q in (50, 95, 99))
+    version = "2"
+    level = "config"
+    metrics = (Metric("latency"),)
+    reported = (*(_seconds(f"latency_{k}_p{q}_s") for k in KINDS for q in (50, 95, 99)),
+                _count("latency_probe_requests"), _count("latency_probe_failed"))  # fmt: skip
 
-    def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
-        out = []
-        for it in items:
-            e2e = it.result.latency_s
-            ttft = it.result.ttft_s
-            out.append(
-                {
-                    "latency": math.nan if e2e is None else float(np.clip(1 - e2e / ctx.latency_budget_s, 0, 1)),
-                    "ttft_s": math.nan if ttft is None else float(ttft),
-                    "e2e_s": math.nan if e2e is None else float(e2e),
-                }
-            )
-        return out
-
-    def cache_params(self, ctx: ScoringContext) -> dict:
-        return {"latency_budget_s": ctx.latency_budget_s}
-
-    def aggregate(self, per_item: list[dict[str, float]]) -> dict[str, float]:
-        out = super().aggregate(per_item)
-        for src, prefix in (("ttft_s", "latency_ttft"), ("e2e_s", "latency_e2e")):
-            vals = np.array([d[src] for d in per_item], dtype=float)
+    def score_config(self, inputs: ConfigInputs) -> ConfigScore:
+        recs = inputs.latency
+        ok = [r for r in recs if r.get("success") and r.get("latency_s") is not None]
+        rows = []
+        for r in ok:
+            e2e, ttft, toks = float(r["latency_s"]), r.get("ttft_s"), r.get("completion_tokens") or 0
+            tpot = (e2e - float(ttft)) / (toks - 1) if ttft is not None and toks > 1 else math.nan
+            rows.append({"example_id": r.get("example_id"), "ttft_s": math.nan if ttft is None else float(ttft),
+                         "e2e_s": e2e, "tpot_s": tpot, "completion_tokens": toks,
+                         "latency": float(np.clip(1 - e2e / inputs.latency_budget_s, 0, 1))})  # fmt: skip
+        metrics: dict[str, float] = {"latency_probe_requests": float(len(recs)),
+                                     "latency_probe_failed": float(len(recs) - len(ok))}  # fmt: skip
+        scores = np.array([r["latency"] for r in rows], dtype=float)
+        metrics["latency"] = float(scores.mean()) if scores.size else math.nan
+        for k in KINDS:
+            vals = np.array([r[f"{k}_s"] for r in rows], dtype=float)
             vals = vals[~np.isnan(vals)]
             for q in (50, 95, 99):
-                out[f"{prefix}_p{q}_s"] = float(np.percentile(vals, q)) if vals.size else math.nan
-            out.pop(src, None)
-            out.pop(f"{src}_nan_count", None)
-        return out
+                metrics[f"latency_{k}_p{q}_s"] = float(np.percentile(vals, q)) if vals.size else math.nan
+        reps = []
+        if scores.size:
+            rng = np.random.default_rng(inputs.seed)
+            reps = scores[rng.integers(0, scores.size, size=(inputs.resamples, scores.size))].mean(axis=1).tolist()
+        return ConfigScore(metrics=metrics, table=rows, replicates={"latency": reps})

@@ -226,7 +226,7 @@ class _RagasJudge(JudgeScorer):
             nonlocal requests
             requests += 1
 
-        client = openai.AsyncOpenAI(base_url=judge.base_url, api_key="x", timeout=judge.timeout_s,
+        client = openai.AsyncOpenAI(base_url=judge.base_url, api_key=judge.api_key or "x", timeout=judge.timeout_s,
                                     max_retries=judge.max_retries,
                                     http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [count]}))  # fmt: skip
         llm = _judge_llm(client, judge)
@@ -322,7 +322,9 @@ class RagasResponseRelevancy(_RagasJudge):
         return self.strictness(judge)
 
     def cache_params(self, ctx):
-        return {**super().cache_params(ctx), "embeddings": "all-MiniLM-L6-v2"}
+        from evaluation.scorers._embeddings import embedding_identity
+
+        return {**super().cache_params(ctx), "embeddings": embedding_identity()}
 
     def build(self, llm, judge):
         from ragas.metrics.collections import AnswerRelevancy

@@ -15,6 +15,11 @@ from evaluation.scorers._embeddings import embed
 class AnswerRelevance(Scorer):
     version = "1"
 
+    def cache_params(self, ctx: ScoringContext) -> dict:
+        from evaluation.scorers._embeddings import embedding_identity
+
+        return {"embeddings": embedding_identity()}
+
     def score(self, items: list[ScoringItem], ctx: ScoringContext) -> list[dict[str, float]]:
         texts = [i.example.question for i in items] + [i.result.text.strip() for i in items if i.result.text.strip()]
         vec = embed(texts)

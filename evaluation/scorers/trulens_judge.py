@@ -133,6 +133,8 @@ def _provider_class() -> type:
             gate: threading.Semaphore = self._gate
             kwargs["max_tokens"] = judge.max_tokens
             kwargs["timeout"] = judge.timeout_s
+            if judge.api_key:  # per call, so the provider (a pydantic model) never holds it
+                kwargs["api_key"] = judge.api_key
             attempt = 0
             while True:
                 try:
@@ -152,7 +154,8 @@ def _provider_class() -> type:
 def provider_for(judge: JudgeEndpoint):
     """The TruLens LiteLLM provider for this judge endpoint (one per process
     and endpoint settings)."""
-    key = (judge.base_url, judge.model, judge.max_tokens, judge.timeout_s, judge.max_retries, judge.concurrency)
+    key = (judge.base_url, judge.model, judge.max_tokens, judge.timeout_s, judge.max_retries, judge.concurrency,
+           judge.api_key)  # fmt: skip
     with _PROVIDERS_LOCK:
         p = _PROVIDERS.get(key)
         if p is None:

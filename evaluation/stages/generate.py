@@ -52,6 +52,8 @@ def generate_items(suite: Suite, configs: list[Config], examples: list[Example],
     jobs.sort(key=lambda j: by_example[j[1].id])  # interleave configurations, example by example
 
     def on_result(cfg: Config, r: RequestResult) -> None:
+        # Runs in generate_jobs' writer thread (off the event loop: a GCS write
+        # does not stall the requests); all writes finish before it returns.
         if r.success:
             cache.put(GENERATIONS, keys[cfg.config_id][r.example_id], r.to_json())
 
@@ -61,9 +63,12 @@ def generate_items(suite: Suite, configs: list[Config], examples: list[Example],
         if not endpoint.get("base_url"):
             raise RuntimeError(f"no endpoint for {configs[0].model} but {len(jobs)} generations are missing")
         g = suite.generation
+        from evaluation.secrets import api_key
+
         fresh = generate_jobs(
             endpoint["base_url"], jobs, concurrency=g.concurrency, timeout_s=g.request_timeout_s,
             max_retries=g.max_retries, on_result=on_result, label=configs[0].model,
+            api_key=api_key(configs[0].source, configs[0].model),  # read now, kept nowhere
         )  # fmt: skip
     for (cfg, _), r in zip(jobs, fresh):
         done[cfg.config_id][r.example_id] = {**r.to_json(), "cached": False,

@@ -46,6 +46,6 @@ def scoring_digest(suite: Suite) -> str:
 
 
 def lower_is_better(weights: dict[str, float]) -> frozenset[str]:
-    from evaluation.scorers import scorer_for_metric
+    from evaluation.scorers import metric_info
 
-    return frozenset(m for m in weights if not scorer_for_metric(m).higher_is_better)
+    return frozenset(m for m in weights if not metric_info(m).higher_is_better)

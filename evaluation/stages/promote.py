@@ -20,6 +20,10 @@ from evaluation.suite import Suite, load_suite
 log = logging.getLogger(__name__)
 
 
+# Fields of a planned configuration that describe this run, not what to serve.
+RUN_ONLY_FIELDS = ("role", "source", "missing", "missing_dataset", "is_champion", "engine_key")
+
+
 def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: dict) -> dict:
     """Register the sweep's winner (alias `challenger`), compare it with the
     champion on the same dataset, and move `champion` if the gate passes.
@@ -67,11 +71,14 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
             else:
                 composite = None  # champion could not be re-evaluated here: INCONCLUSIVE
             decision = registry.decide(wm, composite, suite.gate, champion_version=champ_version)
+            problem = (RunStore(context["run_id"]).read_json(RunStore.BASELINE) or {}).get("problem")
+            if composite is None and problem and decision.outcome == registry.INCONCLUSIVE:
+                decision.reasons.append(f"champion v{champ_version} could not be re-evaluated: {problem}")
 
     if winner is not None and decision.outcome != registry.KEEP:
         cfg = sweep["configs"][winner]
         wm = results[winner]
-        serving_config = {k: v for k, v in cfg.items() if k not in ("role", "source")}
+        serving_config = {k: v for k, v in cfg.items() if k not in RUN_ONLY_FIELDS}
         serving_config["model_source"] = cfg["source"]
         tags = {
             "llmops.config_id": winner,
@@ -170,8 +177,9 @@ def _tag_parent(parent_run_id: str, outcome: str, reasons: list[str], version: s
 
 
 def rollback_champion(registered_model: str, *, reason: str, dag_run_id: str | None = None) -> dict:
-    """Move `champion` back to the ledger's previous version (compare-and-set,
-    recorded in the ledger)."""
+    """Move `champion` one step back through the ledger's history
+    (compare-and-set, recorded in the ledger; see registry.rollback). A retry
+    with the same `dag_run_id` finishes that rollback instead of doing another."""
     uri = settings.tracking_uri()
     ledger = Ledger(settings.artifact_store_uri(), registered_model)
     entry = registry.rollback(registered_model, uri, ledger=ledger, reason=reason, dag_run_id=dag_run_id,
@@ -194,6 +202,7 @@ def final_report(suite_path: str, dataset: dict, sweep: dict, decision: dict, co
         "experiment_id": sweep["experiment_id"],
         "parent_run_id": sweep["parent_run_id"],
         "leaderboard": sweep["leaderboard"],
+        "suspected_injections": sweep.get("suspected_injections") or {},  # {config id: [example ids]}
         **decision,
     }
     path = RunStore(context["run_id"]).write_json(RunStore.REPORT, report)

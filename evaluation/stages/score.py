@@ -19,7 +19,7 @@ from evaluation.ranking import config_summary, example_composite
 from evaluation.runstore import RunStore
 from evaluation.scorers import ScoringContext, ScoringItem, get_scorer
 from evaluation.scorers._judge import has_transient_error
-from evaluation.stages.inputs import examples_for, lower_is_better, probe_prompts
+from evaluation.stages.inputs import bias_enabled, examples_for, lower_is_better, probe_prompts
 from evaluation.suite import Suite, load_suite
 from serving.ownership import ensure_recorded
 
@@ -50,10 +50,14 @@ def judge_identity(suite: Suite):
     j = suite.judge
     if j is None:
         return None
-    ident = identify(j.name, j.source.model_dump(exclude_none=True))
+    from evaluation.secrets import api_key
+
+    source = j.source.model_dump(exclude_none=True)
+    key = api_key(source, f"judge ({j.name})")  # read at use time, kept in memory only (repr=False)
+    ident = identify(j.name, source, api_key=key)
     return JudgeEndpoint(base_url="", model=j.name, identity=f"{ident['model_fingerprint']}|{ident['engine']}",
                          max_tokens=j.max_tokens, temperature=j.temperature, concurrency=j.concurrency,
-                         timeout_s=j.request_timeout_s, max_retries=j.max_retries)  # fmt: skip
+                         timeout_s=j.request_timeout_s, max_retries=j.max_retries, api_key=key)  # fmt: skip
 
 
 def live_judge(suite: Suite, judge, run_id: str):
@@ -88,7 +92,7 @@ def run_scorers(suite: Suite, names: list[str], items: list[ScoringItem], ctx: S
         mine = items[:judge_n] if scorer.needs_judge and judge_n else items
         t0 = time.monotonic()
         params = scorer.cache_params(ctx)
-        skey = {it.example.id: score_key(name, scorer.version, params, gens[it.example.id].get("cache_key"))
+        skey = {it.example.id: score_key(name, scorer.version, params, gens[it.example.id].get("cache_key"), it.example.digest)
                 for it in mine}  # fmt: skip
         values = {i: cache.get(SCORES, skey[i]) for i in skey if gens[i].get("cache_key")}
         todo = [it for it in mine if values.get(it.example.id) is None]
@@ -130,15 +134,23 @@ def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
     ctx = ScoringContext(config=config, latency_budget_s=suite.scoring.latency_budget_s, judge=judge_identity(suite))
     per_example, metrics, scorer_info = run_scorers(suite, suite.scoring.scorers, ok, ctx, gens, run_id)
 
-    # Config-level scorers (bias): one value for the configuration.
+    # Config-level scorers (bias over its probes, latency over the latency
+    # probe): one value for the configuration, and bootstrap replicates of
+    # it over its own units for the gate's statistics.
     config_values: dict[str, float] = {}
+    replicates: dict[str, list[float]] = {}
+    inputs = config_inputs(suite, run_id, config.config_id)
     for name in suite.scoring.scorers:
         scorer = get_scorer(name)
         if scorer.level == "config":
-            cm, groups = scorer.score_config(probe_answers(suite, run_id, config.config_id), suite.bias.categories)
-            metrics.update(cm)
-            config_values.update({m: cm.get(m, math.nan) for m in scorer.metrics})
-            store.write_json(store.groups_name(name, config.config_id), groups)
+            res = scorer.score_config(inputs)
+            metrics.update(res.metrics)
+            config_values.update({m: res.metrics.get(m, math.nan) for m in scorer.metrics})
+            replicates.update(res.replicates)
+            store.write_json(store.groups_name(name, config.config_id), res.table)
+    store.write_json(store.replicates_name(config.config_id), replicates)
+    store.write_json(store.config_values_name(config.config_id), config_values)
+    metrics.update(sweep_throughput(run_id, config))
 
     lower = lower_is_better(suite.scoring.weights)
     judge_metrics = [m for n in suite.scoring.scorers if get_scorer(n).needs_judge for m in get_scorer(n).metrics]
@@ -171,6 +183,31 @@ def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
     log.info("[%s] composite %.4f (coverage %.2f)", config.config_id, metrics["composite"], metrics["coverage"])
     return dump_nan({"config": config_json, "metrics": metrics, "scorers": scorer_info,
                      "suspected_injections": [r["example_id"] for r in rows if r["injection_markers"]]})
+
+
+def config_inputs(suite: Suite, run_id: str, config_id: str):
+    """What configuration-level scorers rate (scorers.ConfigInputs)."""
+    from evaluation.scorers import ConfigInputs
+    from evaluation.stages import latency as latency_stage
+
+    return ConfigInputs(
+        probe_answers=probe_answers(suite, run_id, config_id) if bias_enabled(suite) else [],
+        categories=list(suite.bias.categories) if suite.bias else [],
+        latency=latency_stage.records(run_id, config_id), latency_budget_s=suite.scoring.latency_budget_s,
+        resamples=suite.gate.config_resamples, seed=suite.gate.seed,
+    )  # fmt: skip
+
+
+def sweep_throughput(run_id: str, config: Config) -> dict[str, float]:
+    """The throughput sweep's rate for this configuration's engine (all its
+    configurations' fresh generations together), reported as throughput,
+    never as latency. Absent when everything came from the cache."""
+    store = RunStore(run_id)
+    t = store.read_json(store.generation_timing_name(config.model))
+    if not t or not t.get("requests") or not t.get("seconds"):
+        return {}
+    return {"sweep_throughput_tok_s": t["completion_tokens"] / t["seconds"],
+            "sweep_requests_per_s": t["requests"] / t["seconds"]}  # fmt: skip
 
 
 def probe_answers(suite: Suite, run_id: str, config_id: str) -> list:

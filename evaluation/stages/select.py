@@ -43,7 +43,7 @@ def select_configs(suite_path: str, configs: list[dict], endpoints: dict, run_id
     plan_ = halving.schedule(len(pool), len(examples), eta=h.eta, min_examples=h.min_examples,
                              min_survivors=max(1, h.min_survivors - len(fixed)))  # fmt: skip
     cheap = [n for n in suite.scoring.scorers if get_scorer(n).level == "example" and not get_scorer(n).needs_judge]
-    cheap_metrics = {get_scorer(n).metrics[0] for n in cheap}
+    cheap_metrics = {m for n in cheap for m in get_scorer(n).metrics}
     weights = {m: w for m, w in suite.scoring.weights.items() if m in cheap_metrics and w > 0}
     lower = lower_is_better(weights)
     survivors = list(pool)
@@ -60,7 +60,7 @@ def select_configs(suite_path: str, configs: list[dict], endpoints: dict, run_id
             if not ep.get("base_url") and any(
                 len(cached_generations(cfg, subset, ep)[0]) < len(subset) for cfg in cfgs
             ):  # fmt: skip
-                ep = endpoints[model] = live_endpoint(suite_path, model, models_of(suite_path, batch)[model], ep,
+                ep = endpoints[model] = live_endpoint(suite_path, model, models_of(batch)[model], ep,
                                                       run_id)  # fmt: skip
             done, _, gen_s = generate_items(suite, cfgs, subset, ep)
             generation_seconds += gen_s

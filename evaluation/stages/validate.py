@@ -1,9 +1,19 @@
 """Stage `validate`: the suite and its dataset are checked before any
-expensive work (tasks validate_suite and validate_dataset)."""
+expensive work (tasks validate_suite and validate_dataset), and frozen.
+
+The first task snapshots the validated suite, its dataset and its bias
+probes file into the run's storage (`inputs/`, content-addressed names:
+`<kind>-<sha256[:16]>.<ext>`), with the suite rewritten to point at the
+copies. Every later task reads the snapshot (`task_suite_path`), so editing
+the suite or the dataset while a run is going changes nothing in it, and the
+digests logged are those of what was used."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from pathlib import Path
 
 from evaluation import settings
 from evaluation.cache import ResultCache
@@ -11,16 +21,76 @@ from evaluation.candidates import expand_configs
 from evaluation.dataset import dataset_digest
 from evaluation.keys import VALIDATIONS, validation_key
 from evaluation.stages.inputs import examples_for
-from evaluation.suite import load_suite
+from evaluation.runstore import RunStore
+from evaluation.suite import Suite, load_suite
 
 log = logging.getLogger(__name__)
 
 
-def check_suite(suite_path: str) -> dict:
+def check_suite(suite_path: str, run_id: str | None = None) -> dict:
+    """Validate the suite; with `run_id`, freeze it (and its dataset and
+    probes) into the run's storage and report the frozen copy."""
+    from evaluation.secrets import check as check_credentials
+
     suite = load_suite(suite_path)
+    check_credentials(suite)  # a missing key variable or file fails here, naming it (never its value)
+    if run_id is not None:
+        frozen = freeze_inputs(suite, run_id)
+        suite = load_suite(frozen)
     configs = expand_configs(suite)
     log.info("suite %s (%s): %d candidate configurations", suite.name, suite.digest, len(configs))
-    return {"name": suite.name, "digest": suite.digest, "configs": len(configs), "path": suite.source_path}
+    return {"name": suite.name, "digest": suite.digest, "configs": len(configs), "path": suite.source_path,
+            "submitted_path": str(Path(suite_path).resolve())}  # fmt: skip
+
+
+INPUTS = "inputs"
+MANIFEST = f"{INPUTS}/manifest.json"
+
+
+def _snapshot(store: RunStore, kind: str, data: bytes, ext: str) -> str:
+    """Write `data` under a content-addressed name in the run's inputs/;
+    returns the name relative to inputs/."""
+    name = f"{kind}-{hashlib.sha256(data).hexdigest()[:16]}{ext}"
+    path = store.path(f"{INPUTS}/{name}")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{name}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return name
+
+
+def freeze_inputs(suite: Suite, run_id: str) -> str:
+    """Snapshot the validated suite, dataset and probes file; returns the
+    frozen suite's path. Idempotent: a retried task finds the same files
+    (and keeps the first snapshot: later edits of the originals are not
+    taken in by a retry)."""
+    import yaml
+
+    store = RunStore(run_id)
+    done = store.read_json(MANIFEST)
+    if done is not None:
+        return str(store.path(f"{INPUTS}/{done['suite']}"))
+    raw = yaml.safe_load(Path(suite.source_path).read_text())
+    manifest = {"submitted": suite.source_path, "dataset_source": str(suite.dataset_path)}
+    data = suite.dataset_path.read_bytes()
+    raw["dataset"]["path"] = manifest["dataset"] = _snapshot(store, "dataset", data, suite.dataset_path.suffix)
+    if suite.bias_probes_path is not None:
+        probes = suite.bias_probes_path.read_bytes()
+        raw["bias"]["probes"] = manifest["probes"] = _snapshot(store, "probes", probes, suite.bias_probes_path.suffix)
+    text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+    manifest["suite"] = _snapshot(store, "suite", text.encode(), ".yaml")
+    store.write_json(MANIFEST, manifest)
+    log.info("froze the run's inputs into %s: %s", store.path(INPUTS), manifest)
+    return str(store.path(f"{INPUTS}/{manifest['suite']}"))
+
+
+def task_suite_path(run_id: str, submitted: str) -> str:
+    """The suite a task of run `run_id` reads: the frozen snapshot once
+    validate_suite has made it, else the submitted path."""
+    store = RunStore(run_id)
+    done = store.read_json(MANIFEST)
+    return str(store.path(f"{INPUTS}/{done['suite']}")) if done else submitted
 
 
 def check_dataset(suite_path: str) -> dict:

@@ -33,7 +33,8 @@ def test_unchanged_rerun_sends_no_request_and_a_new_config_only_its_own(tmp_path
         llmops_run(suite, home)
         first = srv.b.requests
         generations = [b for b in srv.b.bodies if b["max_tokens"] != 1]  # not the 1-token readiness probes
-        assert len(generations) == 2 * 4  # 2 configurations x 4 rows
+        # 2 configurations x 4 rows in the sweep, then the latency probe's 4 rows each.
+        assert len(generations) == 2 * 4 + 2 * 4
 
         log = llmops_run(suite, home)  # unchanged: everything is cached
         assert srv.b.requests == first, "an unchanged re-run must not contact the engine"
@@ -42,7 +43,11 @@ def test_unchanged_rerun_sends_no_request_and_a_new_config_only_its_own(tmp_path
         grown = write_suite(tmp_path / "s2.yaml", base_url=srv.base_url, max_tokens="[16, 24, 32]")
         llmops_run(grown, home)
         new = [b for b in srv.b.bodies[first:] if b["max_tokens"] != 1]  # minus the readiness probe
-        assert len(new) == 4 and {b["max_tokens"] for b in new} == {32}
+        # The sweep generates only the new configuration's rows; the latency
+        # probe measures all three again, in one session.
+        swept = new[: len(new) - 3 * 4]
+        assert len(swept) == 4 and {b["max_tokens"] for b in swept} == {32}
+        assert sorted(b["max_tokens"] for b in new[len(swept):]) == [16] * 4 + [24] * 4 + [32] * 4
 
 
 def test_requests_of_one_models_configurations_are_interleaved(tmp_path):

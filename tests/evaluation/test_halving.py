@@ -43,11 +43,12 @@ def test_keep_top_is_deterministic_and_puts_nan_last():
 def test_halving_needs_a_cheap_weighted_metric(tmp_path):
     path = write_suite(tmp_path / "s.yaml", base_url="http://127.0.0.1:9/v1", extra="""
 search: {strategy: successive_halving}
-scoring: {scorers: [latency], weights: {latency: 1.0}}
+scoring: {scorers: [relevance, latency], weights: {relevance: 0.5, latency: 0.5}}
 """)
-    load_suite(path)  # latency is cheap and weighted: fine
-    path.write_text(path.read_text().replace("weights: {latency: 1.0}", "weights: {}"))
-    with pytest.raises(SuiteError, match="weights"):
+    load_suite(path)  # relevance is cheap, per example and weighted: fine
+    # latency is configuration-level (measured by the latency probe): it cannot rank halving rounds.
+    path.write_text(path.read_text().replace("weights: {relevance: 0.5, latency: 0.5}", "weights: {latency: 1.0}"))
+    with pytest.raises(SuiteError, match=r"successive_halving.*weight at least one of \['relevance'\]"):
         load_suite(path)
 
 
@@ -91,8 +92,9 @@ scoring: {scorers: [relevance, groundedness, latency], weights: {relevance: 0.5,
 
 
 def test_grid_strategy_selects_everything(tmp_path, llmops_home):
-    suite_path = str(write_suite(tmp_path / "s.yaml", base_url="http://127.0.0.1:9/v1", max_tokens="[16, 8]"))
-    configs = plan_stage.plan(suite_path)
+    with FakeOpenAI() as srv:  # planning reads the endpoint's model identity
+        suite_path = str(write_suite(tmp_path / "s.yaml", base_url=srv.base_url, max_tokens="[16, 8]"))
+        configs = plan_stage.plan(suite_path)
     assert select_stage.select_configs(suite_path, configs, {}, "run-g") == configs
     assert not (RunStore("run-g").dir / "halving.json").exists()
 

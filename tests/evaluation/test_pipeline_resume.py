@@ -54,11 +54,17 @@ def test_failed_items_are_not_cached_and_are_retried_next_run(tmp_path, llmops_h
 
 
 def test_cache_key_includes_model_and_engine_identity(tmp_path, llmops_home):
+    """New weights under the same name (the configuration's model identity)
+    and a new engine version each miss the cache; the same ones hit it."""
     with FakeOpenAI() as srv:
         suite_path = str(write_suite(tmp_path / "s.yaml", base_url=srv.base_url))
         config = expand_configs(load_suite(suite_path))[0].to_json()
-        generate_stage.generate_config(suite_path, config, {**ENDPOINT, "base_url": srv.base_url}, "r1")
-        other = {**ENDPOINT, "model_fingerprint": "new-weights", "base_url": srv.base_url}
-        out = generate_stage.generate_config(suite_path, config, other, "r2")
+        ep = {**ENDPOINT, "base_url": srv.base_url}
+        generate_stage.generate_config(suite_path, config, ep, "r1")
+        generate_stage.generate_config(suite_path, config, ep, "r2")
+        assert srv.b.requests == 4
+        new_weights = {**config, "model_identity": "sha:new-weights"}
+        generate_stage.generate_config(suite_path, new_weights, ep, "r3")
         assert srv.b.requests == 8
-    assert out["generated"] == 4
+        generate_stage.generate_config(suite_path, config, {**ep, "engine": "fake-2"}, "r4")
+        assert srv.b.requests == 12
