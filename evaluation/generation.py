@@ -35,6 +35,7 @@ import httpx
 from evaluation.candidates import Config, render_context
 from evaluation.dataset import Example
 from evaluation.errors import EngineUnavailable
+from evaluation.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,6 @@ class _EngineDead(Exception):
 
 
 CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # no connection at all: the engine may be gone
-
-
-def _redact(text: str, secret: str | None) -> str:
-    """Error texts can echo what the server received (some servers put the
-    key in their 401 body): the key never leaves this module."""
-    return text.replace(secret, "***") if secret else text
 
 
 class EngineWatch:
@@ -275,7 +270,7 @@ async def request_with_retries(
         except (json.JSONDecodeError, RuntimeError, httpx.HTTPError) as e:  # a dropped connection included
             result.error = f"{type(e).__name__}: {e}"
             retryable = True
-        result.error = _redact(result.error, secret)
+        result.error = redact(result.error, secret)  # a 401 body may echo the key
         result.text, result.ttft_s, result.latency_s = "", None, None
         delay = min(backoff_max_s, backoff_base_s * 2**attempt) * (0.5 + random.random())
         if retryable and attempt < max_retries and deadline is not None and loop.time() + delay < deadline:

@@ -13,6 +13,10 @@ Contract (what the pipeline relies on):
 - The judge's identity (model fingerprint, engine, max_tokens, temperature)
   and the scorer's `prompt_version` are part of the score cache key, so a
   re-run with the same judge makes no judge call.
+- The judge's key never reaches a rationale or a log line: `judge_of`
+  protects it (evaluation.secrets.protect: redacted from every log record of
+  the process) and `failed`/`verdict` redact it from the text they keep
+  (servers may echo the Authorization header in an error body).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from evaluation.errors import SuiteError
 from evaluation.scorers import JudgeEndpoint, Scorer, ScoringContext
+from evaluation.secrets import protect, redact
 
 ERROR_SUFFIX = "_judge_error"
 RATIONALE_SUFFIX = "_rationale"
@@ -37,6 +42,7 @@ class JudgeScorer(Scorer):
     def judge_of(self, ctx: ScoringContext) -> JudgeEndpoint:
         if ctx.judge is None:
             raise SuiteError(f"scorer {self.name!r} needs a judge: add a `judge:` section to the suite")
+        protect(ctx.judge.api_key)
         return ctx.judge
 
     def cache_params(self, ctx: ScoringContext) -> dict:
@@ -44,7 +50,8 @@ class JudgeScorer(Scorer):
 
     @staticmethod
     def failed(metric: str, why: str) -> dict:
-        return {metric: math.nan, metric + ERROR_SUFFIX: 1.0, metric + RATIONALE_SUFFIX: f"judge error: {why}"[:2000]}
+        why = redact(f"judge error: {why}")  # before it is cut: a cut key no longer matches
+        return {metric: math.nan, metric + ERROR_SUFFIX: 1.0, metric + RATIONALE_SUFFIX: why[:2000]}
 
     @staticmethod
     def verdict(metric: str, value: float | None, rationale: str = "") -> dict:
@@ -52,7 +59,8 @@ class JudgeScorer(Scorer):
         range) is a judge error, not a score."""
         if value is None or not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
             return JudgeScorer.failed(metric, f"unusable verdict {value!r}" + (f": {rationale}" if rationale else ""))
-        return {metric: float(value), metric + ERROR_SUFFIX: 0.0, metric + RATIONALE_SUFFIX: (rationale or "")[:2000]}
+        rationale = redact(rationale or "")
+        return {metric: float(value), metric + ERROR_SUFFIX: 0.0, metric + RATIONALE_SUFFIX: rationale[:2000]}
 
     def aggregate(self, per_item: list[dict]) -> dict[str, float]:
         out = super().aggregate(per_item)

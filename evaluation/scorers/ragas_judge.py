@@ -71,6 +71,7 @@ from typing import Any, ClassVar
 from evaluation.hygiene import strip_invisible
 from evaluation.scorers import JudgeEndpoint, ScoringContext, ScoringItem, register_scorer
 from evaluation.scorers._judge import ERROR_SUFFIX, RATIONALE_SUFFIX, JudgeScorer
+from evaluation.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +152,16 @@ def _recorder(inner):
 
 def _describe(e: BaseException) -> str:
     """A judge error's reason: Instructor wraps every failure (HTTP errors
-    included) in InstructorRetryException; name the cause and quote the reply."""
+    included) in InstructorRetryException; name the cause and quote the reply,
+    the judge's key redacted before either is cut (JudgeScorer.judge_of)."""
     cause = e.__cause__ if type(e).__name__ == "InstructorRetryException" and e.__cause__ else e
-    why = f"{type(cause).__name__}: {_short(_PYDANTIC_URL.sub('', str(cause)), 400)}"
+    why = f"{type(cause).__name__}: {_short(redact(_PYDANTIC_URL.sub('', str(cause))), 400)}"
     completion = getattr(e, "last_completion", None)
     try:
         reply = completion.choices[0].message.content if completion is not None else None
     except (AttributeError, IndexError):
         reply = None
-    return why + (f"; reply: {_short(reply, 300)}" if reply else "")
+    return why + (f"; reply: {_short(redact(str(reply)), 300)}" if reply else "")
 
 
 def _binary(v: Any, what: str) -> int:

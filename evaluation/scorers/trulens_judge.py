@@ -61,6 +61,7 @@ from typing import Any
 from evaluation.hygiene import delimit, strip_invisible
 from evaluation.scorers import JudgeEndpoint, ScoringContext, ScoringItem, register_scorer
 from evaluation.scorers._judge import ERROR_SUFFIX, RATIONALE_SUFFIX, JudgeScorer
+from evaluation.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _clean(text: str) -> str:
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
-    msg = " ".join(str(exc).split())
+    msg = " ".join(redact(str(exc)).split())  # before it is cut (the judge's key: JudgeScorer.judge_of)
     return f"{type(exc).__name__}: {msg[:limit]}"
 
 

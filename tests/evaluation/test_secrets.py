@@ -106,3 +106,39 @@ def test_keys_reach_the_endpoints_and_nothing_else(tmp_path, llmops_home, monkey
                         "digest": load_suite(path).model_dump_json()}.items():  # fmt: skip
         for s in secrets:
             assert s not in text, f"a key leaked into {where}"
+
+
+# A leaky judge: its error bodies echo the Authorization header back (the
+# fault is injected with the fake server: no real server is known to do it on
+# demand). 500 is retried once, so the retry paths log the error too.
+LEAK_SCORERS = ("trulens_answer_relevance", "trulens_context_relevance", "ragas_faithfulness")
+CHATTY_LOGGERS = ("LiteLLM", "litellm", "openai", "httpx", "httpcore", "instructor", "ragas", "trulens", "evaluation")
+
+
+@pytest.mark.parametrize("name", LEAK_SCORERS)
+def test_judge_key_echoed_in_an_error_reaches_no_rationale_nor_log(name, caplog, capfd):
+    from evaluation.dataset import Example
+    from evaluation.generation import RequestResult
+    from evaluation.scorers import JudgeEndpoint, ScoringContext, ScoringItem, get_scorer
+    from tests.helpers.scoring import UNIT_CONFIG
+
+    key = f"sk-SECRET-{uuid.uuid4().hex}"
+    for logger in CHATTY_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=logger)
+    caplog.set_level(logging.DEBUG)
+    ex = Example(id="e1", question="What is the capital of France?", contexts=("Paris is the capital of France.",),
+                 reference="Paris")  # fmt: skip
+    item = ScoringItem(ex, RequestResult(example_id="e1", success=True, text="Paris.", attempts=1))
+    with FakeOpenAI(Behaviour(api_key=key, leak_auth=True, status=500)) as srv:
+        judge = JudgeEndpoint(base_url=srv.base_url, model="fake-judge", identity="fake", timeout_s=5.0,
+                              max_retries=1, api_key=key)  # fmt: skip
+        rows = get_scorer(name).score([item], ScoringContext(config=UNIT_CONFIG, judge=judge))
+
+    assert srv.b.requests >= 2 and f"Bearer {key}" in srv.b.auth  # the key was sent, and the reply echoed it
+    assert rows[0][name + "_judge_error"] == 1.0 and "***" in rows[0][name + "_rationale"]  # quoted, redacted
+    assert key not in json.dumps(rows), "the key leaked into the score rows"
+    logged = "\n".join(r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+                       + (r.exc_text or "") for r in caplog.records)  # fmt: skip
+    assert key not in logged, "the key leaked into the logs"
+    printed = capfd.readouterr()  # litellm's own stderr handler, and its prints (Airflow keeps task output)
+    assert key not in printed.out + printed.err, "the key leaked into stdout/stderr"
