@@ -150,9 +150,11 @@ def ensure_endpoints(models: dict[str, dict], *, ready_timeout_s: float = 300.0,
     under its engine lock (serving.engine). `ready_timeout_s` bounds the
     wait for each endpoint; with `run_id` the deadline spans the task's
     retries and every launch is recorded for the run's teardown
-    (serving.ownership). If anything fails, the engines this call launched or
-    waited for, and those the run launched for these models in earlier
-    tries, are stopped before the error propagates."""
+    (serving.ownership). A running engine is reused only if it was launched
+    for the model's current fingerprint and max_model_len. If anything
+    fails, the engines this call launched or waited for, and those the run
+    launched for these models in earlier tries, are stopped before the error
+    propagates."""
     # Convert every bundled model first: a conversion next to a booting
     # engine would slow both down on a small machine. Not part of the wait.
     dirs = {name: model_dir_for(spec["source"]) for name, spec in models.items()}
@@ -163,6 +165,11 @@ def ensure_endpoints(models: dict[str, dict], *, ready_timeout_s: float = 300.0,
     managed = {name: {"model_dir": d, "max_model_len": models[name].get("max_model_len", 2048),
                       "served_name": models[name].get("served_name", name)}
                for name, d in dirs.items() if d is not None}  # fmt: skip
+    # The identity is fixed before any engine is checked or launched: the
+    # engine is reused only if it was launched for this identity (weights
+    # changed in place get a new one), and the endpoint reports that identity.
+    for spec in managed.values():
+        spec["identity"] = model_fingerprint(spec["model_dir"], max_model_len=spec["max_model_len"])
     launched_here: list[EngineRecord] = []
 
     def on_launch(rec: EngineRecord) -> None:
@@ -177,8 +184,8 @@ def ensure_endpoints(models: dict[str, dict], *, ready_timeout_s: float = 300.0,
         for name, spec in models.items():
             if name in recs:
                 rec, launched = recs[name]
-                fp = model_fingerprint(dirs[name], max_model_len=spec.get("max_model_len", 2048))
-                out[name] = Endpoint(name, rec.base_url, fp, engine_env_version(), managed=True, launched_now=launched)
+                out[name] = Endpoint(name, rec.base_url, managed[name]["identity"], engine_env_version(), managed=True,
+                                     launched_now=launched)  # fmt: skip
             else:
                 from evaluation.secrets import api_key as key_of
 

@@ -3,11 +3,14 @@
 A managed engine is a vLLM OpenAI-compatible server started from the engine
 virtualenv as its own process group, with a record file in the state
 directory (`engines/NAME.json`: pid and that process's start time, port,
-base_url, model dir, log file) so a later task, a retry, or `llmops engines
-stop` can find it again. Nothing is signalled on a record's word alone: the
-process must still have the recorded start time (/proc/PID/stat field 22)
-and the vLLM entrypoint and served name on its command line; a recycled pid
-is left alone and its stale record dropped.
+base_url, model dir, log file, and the model identity and max_model_len it
+was launched with) so a later task, a retry, or `llmops engines stop` can
+find it again. A running engine is reused only for the same identity (the
+content fingerprint of serving.models) and max_model_len: weights replaced
+in place or another max_model_len get a new engine. Nothing is signalled on
+a record's word alone: the process must still have the recorded start time
+(/proc/PID/stat field 22) and the vLLM entrypoint and served name on its
+command line; a recycled pid is left alone and its stale record dropped.
 
 One lock per engine name (`engines/NAME.lock`, fcntl.flock) is held across
 check, launch and readiness wait, so tasks running in parallel never launch
@@ -41,6 +44,7 @@ import httpx
 
 from evaluation.errors import EndpointNotReady, PermanentError
 from evaluation.runstore import safe_name
+from serving.models import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,10 @@ class EngineRecord:
     # The model name requests use, when it differs from the record's name (an
     # engine key such as NAME@identity for a champion's own copy of a model).
     served_name: str | None = None
+    # What it was launched to serve: serving.models.model_fingerprint of the
+    # model dir and --max-model-len. None in old records (never reused).
+    identity: str | None = None
+    max_model_len: int | None = None
 
     @property
     def model(self) -> str:
@@ -280,9 +288,11 @@ class EngineManager:
         kv_cache_gib: int = 2,
         extra_args: list[str] | None = None,
         served_name: str | None = None,
+        identity: str | None = None,
     ) -> EngineRecord:
         """Start a server and record it as `name`, serving the model as
-        `served_name` (default `name`); does not wait (see ensure)."""
+        `served_name` (default `name`); does not wait (see ensure).
+        `identity`: the model fingerprint to record (see ensure_many)."""
         if not self.engine_python.exists():
             raise PermanentError(
                 f"engine python {self.engine_python} not found: create the engine env with `make engine-env`"
@@ -325,6 +335,7 @@ class EngineManager:
             name=name, pid=proc.pid, port=port, base_url=f"http://127.0.0.1:{port}/v1",
             model_dir=str(model_dir), log_file=str(log_file), started_at=time.time(),
             pid_start=process_start_time(proc.pid), served_name=served_name if served_name != name else None,
+            identity=identity, max_model_len=max_model_len,
         )  # fmt: skip
         tmp = self._record_path(name).with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(asdict(rec), indent=2))
@@ -353,9 +364,12 @@ class EngineManager:
         on_launch: Callable[[EngineRecord], None] | None = None,
     ) -> dict[str, tuple[EngineRecord, bool]]:
         """Ready engines: name -> (record, launched by this call). `specs`:
-        name -> {"model_dir": ..., launch keywords}. A healthy engine serving
-        the same directory is reused; one that is still starting is waited
-        for; otherwise (none, dead, another model, a recycled pid) a new one
+        name -> {"model_dir": ..., "identity": fingerprint, launch keywords}.
+        A healthy engine serving the same directory with the same identity
+        (serving.models.model_fingerprint; computed when not given) and
+        max_model_len is reused; one that is still starting is waited for;
+        otherwise (none, dead, another model, weights changed in place,
+        another max_model_len, a recycled pid) it is stopped and a new one
         is launched (`on_launch(record)` right after) -- all launches before
         the first wait, so cold starts overlap. Each name's lock is held
         throughout. `deadlines`: name -> time.time() by which it must be
@@ -374,8 +388,16 @@ class EngineManager:
                 for name, spec in specs.items():
                     launch_kw = {k: v for k, v in spec.items() if k != "model_dir"}
                     model_dir = Path(spec["model_dir"]).resolve()
+                    launch_kw.setdefault("max_model_len", 2048)
+                    if not launch_kw.get("identity"):
+                        launch_kw["identity"] = model_fingerprint(model_dir, max_model_len=launch_kw["max_model_len"])
                     rec = self.get(name)
-                    ours = rec is not None and rec.model_dir == str(model_dir) and not_the_engine(rec) is None
+                    want = (str(model_dir), launch_kw["identity"], launch_kw["max_model_len"])
+                    same = rec is not None and (rec.model_dir, rec.identity, rec.max_model_len) == want
+                    if rec is not None and not same and rec.model_dir == str(model_dir):
+                        note = "was launched for another identity or max_model_len: replacing it"
+                        log.info("engine %s (pid %d) %s", name, rec.pid, note)
+                    ours = same and not_the_engine(rec) is None
                     if ours and health_ok(rec.base_url):
                         out[name] = (rec, False)
                         continue

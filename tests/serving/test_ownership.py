@@ -235,3 +235,57 @@ def test_a_champions_own_copy_of_a_model_gets_its_own_engine_under_the_same_serv
     assert again["m@0123abcd"]["launched_now"] is False
     for name in ("m", "m@0123abcd"):
         manager().stop(name)
+
+
+# ---- a running engine is reused only for the model identity it was launched with
+
+
+def test_an_engine_is_relaunched_when_its_weights_change_in_place(fake_engines):
+    """Same path, new weight content (same size): the old process must not
+    answer under the new fingerprint, or its answers would be cached under it."""
+    from serving.endpoints import ensure_endpoints, manager
+    from serving.models import model_fingerprint
+
+    d = fake_engines("m", startup_s=0.2)
+    first = ensure_endpoints(models_spec(d), ready_timeout_s=30)["m"]
+    again = ensure_endpoints(models_spec(d), ready_timeout_s=30)["m"]
+    assert again["launched_now"] is False and len(launches(d)) == 1  # nothing changed: reused
+    (d / "model.safetensors").write_bytes(b"n")  # was b"m": same size, same path
+    ep = ensure_endpoints(models_spec(d), ready_timeout_s=30)["m"]
+    assert len(launches(d)) == 2, "the engine of the old weights was reused"
+    old_pid, new_pid = launches(d)
+    assert ep["launched_now"] and not alive(old_pid) and alive(new_pid)
+    assert ep["model_fingerprint"] == model_fingerprint(d, max_model_len=2048) != first["model_fingerprint"]
+    assert manager().get("m").identity == ep["model_fingerprint"]
+    manager().stop("m")
+
+
+def test_an_engine_is_relaunched_for_a_different_max_model_len(fake_engines):
+    from serving.endpoints import ensure_endpoints, manager
+
+    d = fake_engines("m", startup_s=0.2)
+    ensure_endpoints({"m": {"source": {"path": str(d)}, "max_model_len": 2048}}, ready_timeout_s=30)
+    ep = ensure_endpoints({"m": {"source": {"path": str(d)}, "max_model_len": 1024}}, ready_timeout_s=30)["m"]
+    assert len(launches(d)) == 2, "the engine launched with --max-model-len 2048 was reused"
+    old_pid, new_pid = launches(d)
+    assert ep["launched_now"] and not alive(old_pid)
+    cmd = Path(f"/proc/{new_pid}/cmdline").read_bytes().split(b"\0")
+    assert cmd[cmd.index(b"--max-model-len") + 1] == b"1024"
+    assert manager().get("m").max_model_len == 1024
+    manager().stop("m")
+
+
+def test_an_engine_recorded_without_an_identity_is_relaunched(fake_engines, llmops_home):
+    """A record written before identities were recorded still loads; since
+    what it serves cannot be told, its engine is replaced."""
+    from serving.endpoints import ensure_endpoints, manager
+
+    d = fake_engines("m", startup_s=0.2)
+    ensure_endpoints(models_spec(d), ready_timeout_s=30)
+    path = llmops_home / "engines" / "m.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("identity", "max_model_len")}
+    path.write_text(json.dumps(old))
+    assert manager().get("m").pid == launches(d)[0]  # the old record loads
+    assert ensure_endpoints(models_spec(d), ready_timeout_s=30)["m"]["launched_now"]
+    assert len(launches(d)) == 2 and not alive(launches(d)[0])
+    manager().stop("m")
