@@ -10,7 +10,8 @@ must clear the suite's margin (see README "Gate").
 
 `choose_action -> validate_suite (freezes the run's inputs) -> validate_dataset -> plan_configs ->
 start_engines -> select_configs (successive halving, when the suite asks for it) ->
-generate[model] (the throughput sweep, then the latency probe at serving load) -> score[config] (embedding, correctness, bias and judge scorers) -> log_to_mlflow -> register_and_promote ->
+generate[model] (the throughput sweep) -> measure_latency (the latency probe at serving load, one
+engine at a time) -> score[config] (embedding, correctness, bias and judge scorers) -> log_to_mlflow -> register_and_promote ->
 report -> announce_champion` (asset event on PROMOTE), with `stop_engines`
 as teardown. Every move of `champion` emits an event on the asset
 `llmops://registry/champion` with extra `{registered_model, version, action}`:
@@ -59,7 +60,7 @@ def permanent_errors_fail_fast(fn):
     return wrapper
 
 
-def _ctx() -> tuple[str, dict]:
+def _ctx(frozen: bool = True) -> tuple[str, dict]:
     """(the run's suite file, and the run's ids). The `suite` param is
     resolved under the suite roots (outside them: a SuiteError, no retries);
     once validate_suite has frozen the run's inputs, every task reads the
@@ -69,7 +70,8 @@ def _ctx() -> tuple[str, dict]:
 
     ctx = get_current_context()
     submitted = resolve_suite(ctx["params"]["suite"])
-    return task_suite_path(ctx["run_id"], submitted), {"run_id": ctx["run_id"], "dag_id": ctx["dag"].dag_id}
+    path = task_suite_path(ctx["run_id"], submitted, require=frozen)
+    return path, {"run_id": ctx["run_id"], "dag_id": ctx["dag"].dag_id}
 
 
 @dag(
@@ -108,7 +110,7 @@ def llm_eval_promote():
         from evaluation.suite import load_suite
 
         ctx = get_current_context()
-        name = load_suite(_ctx()[0]).registered_model
+        name = load_suite(_ctx(frozen=False)[0]).registered_model
         res = promote_stage.rollback_champion(name, reason=ctx["params"]["rollback_reason"], dag_run_id=ctx["run_id"])
         ctx["outlet_events"][CHAMPION_CHANGED].extra = {"registered_model": name, "version": res["to"],
                                                         "action": "rollback"}  # fmt: skip
@@ -119,7 +121,7 @@ def llm_eval_promote():
     def validate_suite() -> dict:
         from evaluation.stages import validate as validate_stage
 
-        suite_path, context = _ctx()
+        suite_path, context = _ctx(frozen=False)
         return validate_stage.check_suite(suite_path, context["run_id"])
 
     @task(retries=0)
@@ -136,7 +138,7 @@ def llm_eval_promote():
 
         suite_path, context = _ctx()
         configs = plan_stage.plan(suite_path, context["run_id"])
-        return plan_stage.annotate_missing(suite_path, configs, plan_stage.identities(configs))
+        return plan_stage.annotate_missing(suite_path, configs, plan_stage.identities(configs), context["run_id"])
 
     @task
     def group_by_model(configs: list[dict]) -> list[dict]:
@@ -171,10 +173,8 @@ def llm_eval_promote():
     @permanent_errors_fail_fast
     def generate(batch: dict, endpoints: dict) -> list[dict]:
         """All of one model's configurations as one interleaved request
-        stream (the throughput sweep), then the latency probe at the serving
-        load."""
+        stream (the throughput sweep)."""
         from evaluation.stages import generate as generate_stage
-        from evaluation.stages import latency as latency_stage
         from evaluation.stages import plan as plan_stage
         from serving import ownership
 
@@ -185,9 +185,17 @@ def llm_eval_promote():
             # a retry), or starts one start_engines did not need.
             spec = plan_stage.models_of(batch["configs"])[model]
             ep = ownership.live_endpoint(suite_path, model, spec, ep, context["run_id"])
-        out = generate_stage.generate_model(suite_path, batch["configs"], ep, context["run_id"])
-        latency_stage.probe_batch(suite_path, batch["configs"], ep, context["run_id"])
-        return out
+        return generate_stage.generate_model(suite_path, batch["configs"], ep, context["run_id"])
+
+    @task(retries=2, execution_timeout=timedelta(hours=1))
+    @permanent_errors_fail_fast
+    def measure_latency(batches: list[dict], endpoints: dict) -> dict:
+        """The latency probe at the serving load, after every sweep, one
+        engine at a time (evaluation.stages.latency)."""
+        from evaluation.stages import latency as latency_stage
+
+        suite_path, context = _ctx()
+        return latency_stage.probe_all(suite_path, batches, endpoints, context["run_id"])
 
     @task(map_index_template="{{ config['config_id'] }}", execution_timeout=timedelta(hours=2))
     @permanent_errors_fail_fast
@@ -256,9 +264,11 @@ def llm_eval_promote():
     configs = plan_configs(dataset)
     endpoints = start_engines(configs)
     selected = select_configs(configs, endpoints)
-    generated = generate.partial(endpoints=endpoints).expand(batch=group_by_model(selected))
+    batches = group_by_model(selected)
+    generated = generate.partial(endpoints=endpoints).expand(batch=batches)
+    latency = measure_latency(batches, endpoints)
     scored = score.expand(config=selected)
-    generated >> scored
+    generated >> latency >> scored
     sweep = log_to_mlflow(scored, dataset)
     decision = register_and_promote(sweep, dataset)
     rep = report(dataset, sweep, decision)

@@ -95,12 +95,16 @@ def paired_compare(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(resamples, n))
     per_draw = d[idx]
-    terms = [t for t in config_terms if len(t.challenger) and len(t.champion)]
+    # A side without replicates keeps its point value (no spread), never
+    # takes the other side's uncertainty away.
+    terms = [t for t in config_terms if len(t.challenger) or len(t.champion)]
     for t in terms:
         in_a = np.array([k in t.challenger_in for k in ids], dtype=float)[idx]
         in_b = np.array([k in t.champion_in for k in ids], dtype=float)[idx]
-        ra = np.asarray(t.challenger, dtype=float)[rng.integers(0, len(t.challenger), size=resamples)]
-        rb = np.asarray(t.champion, dtype=float)[rng.integers(0, len(t.champion), size=resamples)]
+        sa = np.asarray(t.challenger, dtype=float) if len(t.challenger) else np.zeros(1)
+        sb = np.asarray(t.champion, dtype=float) if len(t.champion) else np.zeros(1)
+        ra = sa[rng.integers(0, len(sa), size=resamples)]
+        rb = sb[rng.integers(0, len(sb), size=resamples)]
         per_draw = per_draw + in_a * ra[:, None] - in_b * rb[:, None]
     boot = per_draw.mean(axis=1)
     alpha = 1 - confidence

@@ -41,6 +41,10 @@ class Latency(Scorer):
     def score_config(self, inputs: ConfigInputs) -> ConfigScore:
         recs = inputs.latency
         ok = [r for r in recs if r.get("success") and r.get("latency_s") is not None]
+        # A failed or timed-out request is the worst latency a user sees: it
+        # scores 0, never dropped (dropping would flatter a struggling engine).
+        failed = [{"example_id": r.get("example_id"), "ttft_s": math.nan, "e2e_s": math.nan, "tpot_s": math.nan,
+                   "completion_tokens": 0, "latency": 0.0, "failed": True} for r in recs if r not in ok]  # fmt: skip
         rows = []
         for r in ok:
             e2e, ttft, toks = float(r["latency_s"]), r.get("ttft_s"), r.get("completion_tokens") or 0
@@ -50,6 +54,7 @@ class Latency(Scorer):
                          "latency": float(np.clip(1 - e2e / inputs.latency_budget_s, 0, 1))})  # fmt: skip
         metrics: dict[str, float] = {"latency_probe_requests": float(len(recs)),
                                      "latency_probe_failed": float(len(recs) - len(ok))}  # fmt: skip
+        rows += failed
         scores = np.array([r["latency"] for r in rows], dtype=float)
         metrics["latency"] = float(scores.mean()) if scores.size else math.nan
         for k in KINDS:

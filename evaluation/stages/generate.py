@@ -88,7 +88,8 @@ def generate_model(suite_path: str, configs_json: list[dict], endpoint: dict, ru
     timing = {"model": configs[0].model, "requests": len(fresh), "seconds": seconds,
               "completion_tokens": sum(r.completion_tokens or 0 for _, r in fresh)}  # fmt: skip
     store = RunStore(run_id)
-    store.write_json(store.generation_timing_name(configs[0].model), timing)
+    engine = configs_json[0].get("engine_key", configs[0].model)  # the champion's own copy times apart
+    store.write_json(store.generation_timing_name(engine), timing)
     fresh_ids = {(cid, r.example_id) for cid, r in fresh}
     summaries = []
     for cfg in configs:

@@ -1,9 +1,13 @@
-"""Stage `latency`: the latency probe. Latency is a serving property, so it
-is measured at a controlled load (GuideLLM and vLLM's serving benchmark do
-the same): a seeded sample of `latency.sample` dataset rows per
-configuration, sent at `latency.concurrency` requests in flight (default 1),
-after the model's generation sweep has finished, configurations interleaved
-row by row so that a drift of the machine affects them alike.
+"""Stage `latency`: the latency probe (task measure_latency). Latency is a
+serving property, so it is measured at a controlled load (GuideLLM and
+vLLM's serving benchmark do the same): a seeded sample of `latency.sample`
+dataset rows per configuration, sent at `latency.concurrency` requests in
+flight (default 1), after every generation sweep of the run has finished and
+one engine at a time (nothing else runs on the engines meanwhile),
+configurations interleaved row by row so that a drift of the machine
+affects them alike. A request that fails or times out scores 0 on
+`latency` (it is the worst a user can see), and a session with a failed
+request is not cached.
 
 Every configuration of a run is measured in the same session, the champion's
 baseline included, so the gate never pairs a cached latency with a fresh one
@@ -51,7 +55,8 @@ def _key(suite: Suite, config: Config, endpoint: dict) -> str:
     return latency_key(config, endpoint, _load(suite))
 
 
-def mark_probes(suite_path: str, configs: list[dict], identities: dict[str, dict]) -> str | None:
+def mark_probes(suite_path: str, configs: list[dict], identities: dict[str, dict],
+                run_id: str | None = None) -> str | None:
     """Set `probe` on every configuration: True when this run must measure
     it. Cached records are reused only when every configuration has them
     from one earlier session (returned); otherwise every configuration is
@@ -62,14 +67,16 @@ def mark_probes(suite_path: str, configs: list[dict], identities: dict[str, dict
             c["probe"] = False
         return None
     cache = ResultCache(settings.cache_uri())
-    sessions = set()
-    for c in configs:
-        hit = cache.get(LATENCY, _key(suite, Config.from_json(c), identities[c["engine_key"]]))
-        sessions.add(hit["session"] if hit else None)
+    hits = [cache.get(LATENCY, _key(suite, Config.from_json(c), identities[c["engine_key"]])) for c in configs]
+    sessions = {hit["session"] if hit else None for hit in hits}
     reuse = len(sessions) == 1 and None not in sessions
     for c in configs:
         c["probe"] = not reuse
     session = next(iter(sessions)) if reuse else None
+    if reuse and run_id is not None:  # copied now: nothing later depends on the cache entry still being there
+        store = RunStore(run_id)
+        for c, hit in zip(configs, hits):
+            store.write_jsonl(store.latency_name(c["config_id"]), hit["records"])
     log.info("latency probe: %s", f"reusing session {session} for every configuration" if reuse
              else f"measuring all {len(configs)} configurations in this run")  # fmt: skip
     return session
@@ -89,13 +96,8 @@ def probe_batch(suite_path: str, configs_json: list[dict], endpoint: dict, run_i
     cache = ResultCache(settings.cache_uri())
     configs = [Config.from_json(c) for c in configs_json]
     todo = [cfg for cfg, c in zip(configs, configs_json) if c.get("probe", True)]
-    out = {}
-    for cfg, c in zip(configs, configs_json):
-        if not c.get("probe", True):
-            hit = cache.get(LATENCY, _key(suite, cfg, endpoint))
-            store.write_jsonl(store.latency_name(cfg.config_id), hit["records"])
-            out[cfg.config_id] = len(hit["records"])
-    if not todo:
+    out: dict[str, int] = {}
+    if not todo:  # reused as a whole session: mark_probes copied the records
         return out
     if not endpoint.get("base_url"):
         raise RuntimeError(f"no endpoint for {configs[0].model} but {len(todo)} latency probes are to be measured")
@@ -115,8 +117,30 @@ def probe_batch(suite_path: str, configs_json: list[dict], endpoint: dict, run_i
     for cfg in todo:
         records = by_cfg[cfg.config_id]
         store.write_jsonl(store.latency_name(cfg.config_id), records)
-        cache.put(LATENCY, _key(suite, cfg, endpoint), {"session": run_id, "load": _load(suite), "records": records})
         out[cfg.config_id] = len(records)
+    if all(r["success"] for cfg in todo for r in by_cfg[cfg.config_id]):
+        for cfg in todo:
+            cache.put(LATENCY, _key(suite, cfg, endpoint),
+                      {"session": run_id, "load": _load(suite), "records": by_cfg[cfg.config_id]})  # fmt: skip
+    else:
+        log.warning("latency probe: some requests failed; this session is not cached")
+    return out
+
+
+def probe_all(suite_path: str, batches: list[dict], endpoints: dict, run_id: str) -> dict[str, int]:
+    """Task measure_latency: every engine's probe in turn, after all the
+    sweeps. An engine that died or was never started (everything cached
+    but the latency) is (re)started and recorded for the teardown."""
+    from evaluation.stages.plan import models_of
+    from serving.ownership import live_endpoint
+
+    out: dict[str, int] = {}
+    for batch in batches:
+        key, configs = batch["model"], batch["configs"]
+        if not any(c.get("probe", True) for c in configs):
+            continue
+        ep = live_endpoint(suite_path, key, models_of(configs)[key], endpoints[key], run_id)
+        out.update(probe_batch(suite_path, configs, ep, run_id))
     return out
 
 

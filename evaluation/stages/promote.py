@@ -41,6 +41,10 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
     head = ledger.head()
     champ = registry.current_champion(name, uri)
     champ_version = champ.version if champ else None
+    # The id under which this run evaluated the champion (plan stage): its
+    # registered id, or the id of its recorded model's configuration.
+    baseline = RunStore(context["run_id"]).read_json(RunStore.BASELINE) or {}
+    champ_cid = baseline.get("champion_config_id") or (champ.config_id if champ else None)
     report = {"registered_model": name, "version": None, "aliases_before": registry.aliases(name, uri),
               "comparison": []}  # fmt: skip
 
@@ -49,12 +53,12 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
         decision = registry.Decision(registry.REJECT, ["no eligible candidate"] + sweep["winner_reasons"])
     else:
         wm = results[winner]
-        if champ is not None and champ.config_id == winner:
+        if champ is not None and champ_cid == winner:
             reasons = [f"the best candidate is the current champion v{champ.version}"]
             runner_up = next((r["config_id"] for r in sweep["leaderboard"]
                               if r["rank"] is not None and r["eligible"] and r["config_id"] != winner), None)  # fmt: skip
             if runner_up is not None:  # for the report: how far behind is the best alternative?
-                comparisons = paired_comparisons(suite, context["run_id"], sweep, runner_up, champ.config_id)
+                comparisons = paired_comparisons(suite, context["run_id"], sweep, runner_up, champ_cid)
                 report["comparison"] = [c.to_json() for c in comparisons]
                 c = next(c for c in comparisons if c.metric == "composite")
                 reasons.append(f"best alternative {runner_up}: composite {c.diff:+.4f} vs champion, "
@@ -64,14 +68,14 @@ def register_and_decide(suite_path: str, sweep: dict, dataset: dict, context: di
                 champion_version=champ.version,
             )  # fmt: skip
         else:
-            if champ is not None and champ.config_id in results:
-                comparisons = paired_comparisons(suite, context["run_id"], sweep, winner, champ.config_id)
+            if champ is not None and champ_cid in results:
+                comparisons = paired_comparisons(suite, context["run_id"], sweep, winner, champ_cid)
                 report["comparison"] = [c.to_json() for c in comparisons]
                 composite = next(c for c in comparisons if c.metric == "composite")
             else:
                 composite = None  # champion could not be re-evaluated here: INCONCLUSIVE
             decision = registry.decide(wm, composite, suite.gate, champion_version=champ_version)
-            problem = (RunStore(context["run_id"]).read_json(RunStore.BASELINE) or {}).get("problem")
+            problem = baseline.get("problem")
             if composite is None and problem and decision.outcome == registry.INCONCLUSIVE:
                 decision.reasons.append(f"champion v{champ_version} could not be re-evaluated: {problem}")
 

@@ -150,7 +150,7 @@ def score_config(suite_path: str, config_json: dict, run_id: str) -> dict:
             store.write_json(store.groups_name(name, config.config_id), res.table)
     store.write_json(store.replicates_name(config.config_id), replicates)
     store.write_json(store.config_values_name(config.config_id), config_values)
-    metrics.update(sweep_throughput(run_id, config))
+    metrics.update(sweep_throughput(run_id, config, config_json.get("engine_key", config.model)))
 
     lower = lower_is_better(suite.scoring.weights)
     judge_metrics = [m for n in suite.scoring.scorers if get_scorer(n).needs_judge for m in get_scorer(n).metrics]
@@ -198,12 +198,12 @@ def config_inputs(suite: Suite, run_id: str, config_id: str):
     )  # fmt: skip
 
 
-def sweep_throughput(run_id: str, config: Config) -> dict[str, float]:
+def sweep_throughput(run_id: str, config: Config, engine: str) -> dict[str, float]:
     """The throughput sweep's rate for this configuration's engine (all its
     configurations' fresh generations together), reported as throughput,
     never as latency. Absent when everything came from the cache."""
     store = RunStore(run_id)
-    t = store.read_json(store.generation_timing_name(config.model))
+    t = store.read_json(store.generation_timing_name(engine))
     if not t or not t.get("requests") or not t.get("seconds"):
         return {}
     return {"sweep_throughput_tok_s": t["completion_tokens"] / t["seconds"],

@@ -21,6 +21,7 @@ from evaluation.candidates import expand_configs
 from evaluation.dataset import dataset_digest
 from evaluation.keys import VALIDATIONS, validation_key
 from evaluation.stages.inputs import examples_for
+from evaluation.errors import DatasetError
 from evaluation.runstore import RunStore
 from evaluation.suite import Suite, load_suite
 
@@ -38,9 +39,30 @@ def check_suite(suite_path: str, run_id: str | None = None) -> dict:
         frozen = freeze_inputs(suite, run_id)
         suite = load_suite(frozen)
     configs = expand_configs(suite)
+    check_resolution(suite, len(configs))
     log.info("suite %s (%s): %d candidate configurations", suite.name, suite.digest, len(configs))
     return {"name": suite.name, "digest": suite.digest, "configs": len(configs), "path": suite.source_path,
             "submitted_path": str(Path(suite_path).resolve())}  # fmt: skip
+
+
+def check_resolution(suite: Suite, n_configs: int) -> None:
+    """The smallest p-value the resampling tests can give is 1/(R+1), and
+    Holm multiplies the smallest by the family size (every configuration of
+    the sweep): with too few resamples no configuration could ever be
+    promoted, whatever its improvement. Refused before any work."""
+    import math
+
+    from evaluation.errors import SuiteError
+
+    g = suite.gate
+    floor = n_configs / (g.bootstrap_resamples + 1)
+    if floor >= g.alpha:
+        need = math.ceil(n_configs / g.alpha)
+        raise SuiteError(
+            f"{suite.source_path}: gate.bootstrap_resamples: {g.bootstrap_resamples} resamples cannot resolve "
+            f"{n_configs} configurations at alpha {g.alpha} (the smallest Holm-adjusted p-value would be "
+            f"{floor:.3f}); raise it to at least {need} or evaluate fewer configurations"
+        )
 
 
 INPUTS = "inputs"
@@ -85,12 +107,33 @@ def freeze_inputs(suite: Suite, run_id: str) -> str:
     return str(store.path(f"{INPUTS}/{manifest['suite']}"))
 
 
-def task_suite_path(run_id: str, submitted: str) -> str:
+def _submitted_dataset(suite: Suite) -> str | None:
+    """The user's dataset file a frozen suite's snapshot was copied from."""
+    manifest = Path(suite.source_path).parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    import json
+
+    return json.loads(manifest.read_text()).get("dataset_source")
+
+
+def task_suite_path(run_id: str, submitted: str, *, require: bool = False) -> str:
     """The suite a task of run `run_id` reads: the frozen snapshot once
-    validate_suite has made it, else the submitted path."""
+    validate_suite has made it, else the submitted path. With `require`
+    (every task after validate_suite) a missing snapshot is an error, never
+    a silent read of the live file: the run's storage is not shared with
+    this worker, or it was removed."""
+    from evaluation.errors import SuiteError
+
     store = RunStore(run_id)
     done = store.read_json(MANIFEST)
-    return str(store.path(f"{INPUTS}/{done['suite']}")) if done else submitted
+    if done:
+        return str(store.path(f"{INPUTS}/{done['suite']}"))
+    if require:
+        raise SuiteError(f"run {run_id}: the frozen inputs ({store.path(MANIFEST)}) are missing; validate_suite "
+                         "writes them and every later task reads them (is the run's storage shared with this "
+                         "worker? see LLMOPS_HOME)")  # fmt: skip
+    return submitted
 
 
 def check_dataset(suite_path: str) -> dict:
@@ -103,10 +146,16 @@ def check_dataset(suite_path: str) -> dict:
     # Structure is checked on every run (cheap); the Great Expectations run
     # (about 5 s of imports) only once per dataset content and bounds.
     cache = ResultCache(settings.cache_uri())
-    key = validation_key(dataset_digest(examples_for(suite)), bounds)
-    summary = cache.get(VALIDATIONS, key)
-    if summary is None:
-        summary = validate_dataset(suite.dataset_path, limit=ds.limit, **bounds)
-        cache.put(VALIDATIONS, key, summary)
+    try:
+        key = validation_key(dataset_digest(examples_for(suite)), bounds)
+        summary = cache.get(VALIDATIONS, key)
+        if summary is None:
+            summary = validate_dataset(suite.dataset_path, limit=ds.limit, **bounds)
+            cache.put(VALIDATIONS, key, summary)
+    except DatasetError as e:  # name the user's file, not the run's snapshot of it
+        source = _submitted_dataset(suite)
+        if source is None:
+            raise
+        raise type(e)(str(e).replace(str(suite.dataset_path), f"{source} (frozen as {suite.dataset_path.name})")) from None
     log.info("dataset %s: %d rows valid (digest %s)", suite.dataset_path, summary["rows"], summary["digest"])
     return summary

@@ -98,7 +98,10 @@ def test_llm_eval_promote_shape(monkeypatch, tmp_path):
     # Generation is mapped per model (its configurations share one stream); scoring per configuration,
     # after all generation.
     assert "group_by_model" in gen.upstream_task_ids
-    assert "generate" in dag.get_task("score").upstream_task_ids
+    # Latency is measured after every sweep, one engine at a time, before scoring.
+    probe = dag.get_task("measure_latency")
+    assert "generate" in probe.upstream_task_ids and "score" in probe.downstream_task_ids
+    assert "generate" in dag.get_task("score").get_flat_relative_ids(upstream=True)
     # Validation runs before any engine is started.
     assert "validate_dataset" in dag.get_task("start_engines").get_flat_relative_ids(upstream=True)
 

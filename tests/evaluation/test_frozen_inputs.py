@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from evaluation.runstore import RunStore
 from evaluation.stages import validate as validate_stage
 from evaluation.stages.inputs import examples_for
@@ -56,3 +58,31 @@ scoring: {{scorers: [relevance, bias], weights: {{relevance: 0.9, bias: 0.1}}}}
 
 def test_without_a_snapshot_a_task_reads_the_submitted_suite(tmp_path, llmops_home):
     assert validate_stage.task_suite_path("never-validated", "/x/suite.yaml") == "/x/suite.yaml"
+
+
+def test_a_task_after_validation_never_reads_the_live_suite_silently(tmp_path, llmops_home):
+    from evaluation.errors import SuiteError
+
+    with pytest.raises(SuiteError, match="frozen inputs .* are missing"):
+        validate_stage.task_suite_path("never-validated", "/x/suite.yaml", require=True)
+
+
+def test_dataset_errors_name_the_users_file_not_the_snapshot(tmp_path, llmops_home):
+    from evaluation.errors import DatasetError
+
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(TINY.read_bytes() + b'{"id": "bad", "question": "caf\\xe9?", "contexts": ["x"]}\n'.replace(
+        b"\\xe9", b"\xe9"))  # invalid UTF-8 on line 5
+    path = write_suite(tmp_path / "s.yaml", base_url="http://127.0.0.1:9/v1", dataset=data)
+    validate_stage.check_suite(str(path), "run-u")
+    with pytest.raises(DatasetError) as e:
+        validate_stage.check_dataset(validate_stage.task_suite_path("run-u", str(path), require=True))
+    assert str(data) in str(e.value) and "line 5" in str(e.value)
+
+
+def test_too_few_resamples_for_the_family_size_are_refused_before_any_work(tmp_path, llmops_home):
+    from evaluation.errors import SuiteError
+
+    path = write_suite(tmp_path / "s.yaml", base_url="http://127.0.0.1:9/v1", max_tokens=str(list(range(8, 120))))
+    with pytest.raises(SuiteError, match=r"gate.bootstrap_resamples: 2000 resamples cannot resolve 112 configurations"):
+        validate_stage.check_suite(str(path))

@@ -73,5 +73,36 @@ def test_baseline_unavailable_or_changed_is_inconclusive_with_the_reason(tmp_pat
         out = run_stages(_suite(tmp_path, newer.base_url), "run-3")
     d = out["decision"]["decision"]
     assert d["outcome"] == "INCONCLUSIVE"
-    assert any("is not available" in r for r in d["reasons"]), d["reasons"]
+    assert any("did not answer after 3 tries" in r for r in d["reasons"]), d["reasons"]
     assert registry.aliases("unit-model", settings.tracking_uri())["champion"] == "1"
+
+
+def test_a_champion_registered_before_model_identities_is_still_recognised(tmp_path, llmops_home):
+    """Versions registered before this change carry no model identity and an
+    id computed without it: the sweep still finds the champion (KEEP), never
+    an endless INCONCLUSIVE."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from evaluation.stages.plan import legacy_config_id
+
+    with FakeOpenAI(Behaviour(answer_for=_good, root="weights-v1")) as srv:
+        first = run_stages(_suite(tmp_path, srv.base_url), "run-1")
+        version = first["decision"]["version"]
+        # Rewrite v1 as the old code registered it: no identity, the old id.
+        uri = settings.tracking_uri()
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        mv = client.get_model_version("unit-model", version)
+        cfg = registry.load_config(f"models:/unit-model/{version}", uri)
+        cfg.pop("model_identity")
+        cfg["config_id"] = legacy_config_id(cfg)
+        path = tmp_path / "legacy" / "config.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(cfg))
+        client.log_artifact(mv.run_id, str(path), artifact_path=registry.CONFIG_ARTIFACT)
+        client.set_model_version_tag("unit-model", version, "llmops.config_id", cfg["config_id"])
+
+        second = run_stages(_suite(tmp_path, srv.base_url), "run-2")
+    assert [c["is_champion"] for c in second["configs"]] == [True]
+    assert second["decision"]["decision"]["outcome"] == "KEEP", second["decision"]["decision"]

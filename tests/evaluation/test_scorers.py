@@ -627,12 +627,15 @@ def test_latency_score_uses_budget_and_carries_its_uncertainty():
     assert np.allclose(same, 0.8)
 
 
-def test_latency_failed_probe_requests_are_counted_not_scored():
+def test_latency_failed_probe_requests_score_zero_never_dropped():
+    """Dropping a failed (timed-out) request would flatter a struggling
+    engine: it scores 0 and is counted; the timings use the answered ones."""
     lat = get_scorer("latency")
     res = lat.score_config(_probe([2.0, None, 4.0], ttft=[0.5, None, 1.0], budget=10.0,
                                   success=[True, False, True]))  # fmt: skip
-    assert res.metrics["latency"] == pytest.approx(0.7)
+    assert res.metrics["latency"] == pytest.approx((0.8 + 0.0 + 0.6) / 3)
     assert res.metrics["latency_probe_failed"] == 1.0
     assert res.metrics["latency_ttft_p99_s"] == pytest.approx(np.percentile([0.5, 1.0], 99))
-    empty = lat.score_config(_probe([None], success=[False]))
-    assert math.isnan(empty.metrics["latency"]) and empty.replicates["latency"] == []
+    all_failed = lat.score_config(_probe([None], success=[False]))
+    assert all_failed.metrics["latency"] == 0.0 and math.isnan(all_failed.metrics["latency_e2e_p50_s"])
+    assert lat.score_config(ConfigInputs()).replicates["latency"] == []  # no probe at all: nothing to score

@@ -22,15 +22,15 @@ def run_stages(suite_path: str, run_id: str) -> dict:
     suite_path = validate_stage.task_suite_path(run_id, suite_path)  # later stages read the frozen inputs
     out["dataset"] = validate_stage.check_dataset(suite_path)
     configs = plan_stage.plan(suite_path, run_id)
-    configs = plan_stage.annotate_missing(suite_path, configs, plan_stage.identities(configs))
+    configs = plan_stage.annotate_missing(suite_path, configs, plan_stage.identities(configs), run_id)
     out["configs"] = configs
     needed = plan_stage.engines_needed(suite_path, configs)
     endpoints = endpoints_for(plan_stage.models_of(configs), needed, ready_timeout_s=20, run_id=run_id)
     out["endpoints"] = endpoints
-    out["generated"] = []
-    for b in plan_stage.batches_by_model(configs):
-        out["generated"].append(generate_stage.generate_model(suite_path, b["configs"], endpoints[b["model"]], run_id))
-        latency_stage.probe_batch(suite_path, b["configs"], endpoints[b["model"]], run_id)
+    batches = plan_stage.batches_by_model(configs)
+    out["generated"] = [generate_stage.generate_model(suite_path, b["configs"], endpoints[b["model"]], run_id)
+                        for b in batches]  # fmt: skip
+    out["latency"] = latency_stage.probe_all(suite_path, batches, endpoints, run_id)
     out["scored"] = [score_stage.score_config(suite_path, c, run_id) for c in configs]
     context = {"run_id": run_id, "dag_id": "llm_eval_promote"}
     out["sweep"] = track_stage.log_sweep(suite_path, out["scored"], out["dataset"], context)
