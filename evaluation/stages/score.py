@@ -54,7 +54,7 @@ def judge_identity(suite: Suite):
 
     source = j.source.model_dump(exclude_none=True)
     key = api_key(source, f"judge ({j.name})")  # read at use time, kept in memory only (repr=False)
-    ident = identify(j.name, source, api_key=key)
+    ident = identify(j.name, source, max_model_len=j.max_model_len, api_key=key)
     return JudgeEndpoint(base_url="", model=j.name, identity=f"{ident['model_fingerprint']}|{ident['engine']}",
                          max_tokens=j.max_tokens, temperature=j.temperature, concurrency=j.concurrency,
                          timeout_s=j.request_timeout_s, max_retries=j.max_retries, api_key=key)  # fmt: skip

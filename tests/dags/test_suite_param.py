@@ -35,7 +35,7 @@ def _with_param(monkeypatch, mod, suite: str) -> None:
 def test_ctx_resolves_a_suite_under_the_roots(dag_module, monkeypatch):
     monkeypatch.delenv("LLMOPS_SUITES_PATH", raising=False)
     _with_param(monkeypatch, dag_module, "default.yaml")
-    path, context = dag_module._ctx()
+    path, context = dag_module._ctx(frozen=False)  # as validate_suite reads it, before the inputs are frozen
     assert path == str((REPO / "suites" / "default.yaml").resolve())
     assert context == {"run_id": "manual__1", "dag_id": "llm_eval_promote"}
 

@@ -38,6 +38,14 @@ def engine(tmp_path_factory):
         mgr.stop(MODEL)
 
 
+def real_engine_suite(path: Path, **kw) -> Path:
+    """write_suite's 5 s request deadline fits the fake server; a real CPU
+    engine under a loaded CI machine needs minutes for a whole request."""
+    suite = write_suite(path, **kw)
+    suite.write_text(suite.read_text().replace("request_timeout_s: 5,", "request_timeout_s: 300,"))
+    return suite
+
+
 def llmops_run(suite: Path, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "LLMOPS_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
     out = subprocess.run([str(Path(sys.executable).with_name("llmops")), "run", "--suite", str(suite)],
@@ -49,7 +57,7 @@ def llmops_run(suite: Path, home: Path) -> subprocess.CompletedProcess:
 def test_sweep_registers_promotes_and_a_worse_config_does_not_move_champion(engine, tmp_path):
     home = tmp_path / "home"
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    good = write_suite(tmp_path / "good.yaml", base_url=engine.base_url, model=MODEL, max_tokens="[48, 3]", name="e2e")
+    good = real_engine_suite(tmp_path / "good.yaml", base_url=engine.base_url, model=MODEL, max_tokens="[48, 3]", name="e2e")
 
     # Run 1: two configurations; the 48-token one wins and becomes champion.
     out = llmops_run(good, home)
@@ -87,7 +95,7 @@ def test_sweep_registers_promotes_and_a_worse_config_does_not_move_champion(engi
 
     # Run 2: only the worse configuration; the champion is re-evaluated on the
     # same rows as a baseline, and champion does not move.
-    worse = write_suite(tmp_path / "worse.yaml", base_url=engine.base_url, model=MODEL, max_tokens="[3]", name="e2e")
+    worse = real_engine_suite(tmp_path / "worse.yaml", base_url=engine.base_url, model=MODEL, max_tokens="[3]", name="e2e")
     out = llmops_run(worse, home)
     assert "Decision: REJECT" in out.stdout
     aliases = {k: str(v) for k, v in client.get_registered_model("unit-model").aliases.items()}

@@ -128,3 +128,31 @@ def test_validation_key_covers_dataset_and_bounds():
     assert keys.validation_key("d2", b) != k
     assert keys.validation_key("d1", {**b, "max_context_chars": 10}) != k
     assert keys.validation_key("d1", dict(reversed(list(b.items())))) == k
+
+
+def test_judge_identity_reaches_judge_score_keys_through_the_real_path(tmp_path, llmops_home):
+    """The suite's judge -> judge_identity -> the judge scorer's cache_params
+    -> score_key: new judge weights behind the same name or other reply
+    settings change the key; concurrency, timeouts and retries do not."""
+    from evaluation.scorers import ScoringContext, get_scorer
+    from evaluation.stages.score import judge_identity
+    from evaluation.suite import load_suite
+    from tests.conftest import write_suite
+    from tests.helpers.fake_openai import Behaviour, FakeOpenAI
+
+    def key_for(judge_url: str, judge_extra: str = "") -> str:
+        path = write_suite(tmp_path / "s.yaml", base_url=judge_url, extra=f"""
+judge: {{name: fake-judge, source: {{base_url: {judge_url}}}{judge_extra}}}
+scoring: {{scorers: [relevance, trulens_groundedness], weights: {{relevance: 1.0}}}}
+""")
+        ctx = ScoringContext(config=BASE, judge=judge_identity(load_suite(path)))
+        scorer = get_scorer("trulens_groundedness")
+        return skey(scorer_name=scorer.name, scorer_version=scorer.version, params=scorer.cache_params(ctx))
+
+    with FakeOpenAI(Behaviour(root="judge-weights-1")) as judge:
+        k = key_for(judge.base_url)
+        assert key_for(judge.base_url, ", concurrency: 7, request_timeout_s: 9, max_retries: 5") == k
+        assert key_for(judge.base_url, ", max_tokens: 77") != k
+        assert key_for(judge.base_url, ", temperature: 0.5") != k
+        judge.b.root = "judge-weights-2"  # other weights behind the same served name
+        assert key_for(judge.base_url) != k
