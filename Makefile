@@ -55,10 +55,10 @@ models: install
 ui: $(PIPELINE_STAMP)
 	$(VENV)/bin/llmops ui --airflow
 
-# pytest exits 5 when it collects nothing; that is not a failure of the code.
+# pytest's exit status is make's: "no tests collected" (5) fails too, so a
+# selection that matches nothing never passes CI.
 test: install
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean-state:
 	-$(VENV)/bin/llmops engines stop

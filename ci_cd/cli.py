@@ -45,6 +45,9 @@ def airflow_env(suite: str | None = None) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # Every local user is an admin: never listen beyond this host
+            # (Airflow 3.3's api.host defaults to 0.0.0.0).
+            "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "30",
             "MLFLOW_TRACKING_URI": settings.tracking_uri(),
             "GX_ANALYTICS_ENABLED": "False",
@@ -79,6 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite_path = str(Path(args.suite).resolve())
     suite = load_suite(suite_path)  # fail fast, before any engine or Airflow work
     env = airflow_env(suite_path)
+    if not settings.under_roots(suite_path):
+        # The DAG reads suites only under the suite roots; the user owns this
+        # host, so this run's own suite directory becomes one, for this run.
+        extra = str(Path(suite_path).parent)
+        env["LLMOPS_SUITES_PATH"] = os.pathsep.join(p for p in (env.get("LLMOPS_SUITES_PATH"), extra) if p)
+        print(f"[llmops] {extra} added to LLMOPS_SUITES_PATH for this run", flush=True)
     ensure_airflow_db(env)
     last = settings.home() / "last_report.json"
     last.unlink(missing_ok=True)
@@ -108,7 +117,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """MLflow's UI and (--airflow) Airflow's, both on 127.0.0.1 only."""
     env = airflow_env()
+    # litellm (installed next to MLflow) fetches a price map at import; offline,
+    # that makes `mlflow server` hang at start-up.
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     procs = []
     art = settings.home() / "mlartifacts"
     procs.append(subprocess.Popen(
@@ -120,6 +133,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if args.airflow:
         ensure_airflow_db(env)
         env["AIRFLOW__API__PORT"] = str(args.airflow_port)
+        # The task links of plugins/llmops_mlflow_links.py point at this MLflow UI.
+        env.setdefault("LLMOPS_MLFLOW_UI_URL", f"http://127.0.0.1:{args.port}")
         procs.append(subprocess.Popen([_bin("airflow"), "standalone"], env=env, start_new_session=True))
         print(f"[llmops] Airflow UI: http://127.0.0.1:{args.airflow_port} (all users are admins locally)", flush=True)
     print("[llmops] Ctrl-C stops the servers", flush=True)
@@ -167,16 +182,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_engines(args: argparse.Namespace) -> int:
     from serving.endpoints import manager
+    from serving.engine import not_the_engine
 
     m = manager()
     recs = m.list()
-    if args.action == "stop":
+    if args.action == "stop":  # only processes that are still the recorded engine are signalled
         for r in recs:
-            m.stop(r.name)
-            print(f"stopped {r.name} (pid {r.pid})")
+            res = m.stop(r.name)
+            print(res.note if res else f"{r.name}: no longer recorded")
         return 0
     for r in recs:
-        state = "ready" if m.is_running(r) else "not responding"
+        problem = not_the_engine(r)
+        state = f"stale record: {problem}" if problem else "ready" if m.is_running(r) else "not responding"
         print(f"{r.name}: {r.base_url} pid {r.pid} {state}  log {r.log_file}")
     if not recs:
         print("no managed engines")

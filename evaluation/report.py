@@ -1,4 +1,5 @@
-"""Terminal rendering of a run's report: the leaderboard and the decision."""
+"""Terminal rendering of a run's report: the leaderboard, the answers that
+look like prompt injections, and the decision."""
 
 from __future__ import annotations
 
@@ -70,6 +71,21 @@ def format_comparison(rows: list[dict], confidence: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+def format_suspected(suspected: dict[str, list[str]], leaderboard: list[dict]) -> list[str]:
+    """Per configuration, the example ids whose answer looks like a prompt
+    injection (evaluation.hygiene.injection_markers). They are scored like
+    any other answer; their judge verdicts deserve a look."""
+    if not suspected:
+        return ["Suspected prompt injections: none"]
+    label = {r["config_id"]: f"{r.get('model', '')} {r.get('template', '')} {r.get('sampling', '')}".strip()
+             for r in leaderboard}  # fmt: skip
+    out = [f"Suspected prompt injections ({sum(map(len, suspected.values()))} answers; scored as usual, "
+           "check their judge verdicts in per_example.json):"]  # fmt: skip
+    for cid, ids in sorted(suspected.items()):
+        out.append(f"  {cid}" + (f" ({label[cid]})" if label.get(cid) else "") + ": " + ", ".join(ids))
+    return out
+
+
 def format_report(rep: dict) -> str:
     d = rep["decision"]
     before = rep.get("aliases_before") or {}
@@ -80,6 +96,8 @@ def format_report(rep: dict) -> str:
         f"Suite {rep['suite']}  |  dataset {rep['dataset']['rows']} rows (digest {rep['dataset']['digest']})  |  Airflow run {rep['airflow_run_id']}",
         "",
         format_leaderboard(rep["leaderboard"]),
+        "",
+        *format_suspected(rep.get("suspected_injections") or {}, rep["leaderboard"]),
         "",
         *(["Paired comparison with the champion (positive diff = challenger better):",
            format_comparison(rep["comparison"]), ""] if rep.get("comparison") else []),

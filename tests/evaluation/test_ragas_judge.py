@@ -130,6 +130,14 @@ def _success_total(base_url: str) -> float:
                if line.startswith("vllm:request_success_total{"))  # fmt: skip
 
 
+# Measured on this test's 3 rows with the bundled SmolLM2-135M judge (vLLM
+# CPU): 2 of 9 verdicts are judge errors (faithfulness 2/3: it repeats one
+# statement until max_tokens; response relevancy and context precision 0/3).
+# The bound leaves 3 verdicts of margin (faithfulness failed on 75-85% of the
+# rows in the README's larger runs); a judge that breaks further fails.
+MAX_JUDGE_ERROR_RATE = 5 / 9
+
+
 @pytest.mark.slow
 def test_real_small_judge_gives_values_or_judge_errors(judge_endpoint):
     examples = load_examples(TINY)[:3]
@@ -157,4 +165,6 @@ def test_real_small_judge_gives_values_or_judge_errors(judge_endpoint):
               f"({calls / len(items):.2f} by the server's counter), judge error rate {rate:.2f}")  # fmt: skip
         for r in rows:
             print(f"  {r[s.name]!r:>8}  {r[s.name + RATIONALE_SUFFIX][:300]!r}")
-    print(f"overall judge error rate: {sum(flags) / len(flags):.2f}")
+    rate = sum(flags) / len(flags)
+    print(f"overall judge error rate: {rate:.2f}")
+    assert rate <= MAX_JUDGE_ERROR_RATE + 1e-9, f"judge error rate {rate:.2f} > bound {MAX_JUDGE_ERROR_RATE:.2f}"

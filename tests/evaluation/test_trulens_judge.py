@@ -172,6 +172,13 @@ def test_needs_a_judge():
         get_scorer("trulens_answer_relevance").score(_items(1), ScoringContext(config=CONFIG))
 
 
+# Measured on this test's 3 rows with the bundled SmolLM2-135M judge (vLLM
+# CPU): 3 of 9 verdicts are judge errors (answer relevance 0/3, context
+# relevance 2/3: ratings like 10 on the 0-3 scale, groundedness 1/3). The
+# bound leaves 2 verdicts of margin; a judge that breaks further fails.
+MAX_JUDGE_ERROR_RATE = 5 / 9
+
+
 @pytest.mark.slow
 def test_real_judge_verdicts_are_scores_or_judge_errors(judge_endpoint):
     examples = load_examples(TINY)[:3]
@@ -190,4 +197,6 @@ def test_real_judge_verdicts_are_scores_or_judge_errors(judge_endpoint):
             flags.append(r[name + "_judge_error"])
         errors = sum(r[name + "_judge_error"] for r in res)
         print(f"{name}: {errors:.0f}/{len(res)} judge errors, {(time.monotonic() - t0) / len(res):.2f} s/row")
-    print(f"judge error rate over all TruLens verdicts: {sum(flags) / len(flags):.2f}")
+    rate = sum(flags) / len(flags)
+    print(f"judge error rate over all TruLens verdicts: {rate:.2f}")
+    assert rate <= MAX_JUDGE_ERROR_RATE + 1e-9, f"judge error rate {rate:.2f} > bound {MAX_JUDGE_ERROR_RATE:.2f}"
