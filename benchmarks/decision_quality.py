@@ -1,7 +1,7 @@
 """How often does the gate promote? Real generations, the DAG's own stages.
 
     .venv/bin/python benchmarks/decision_quality.py [--suite S] [--seeds 10] [--temperature 0.7]
-        [--family K] [--sweeps 100] [--rows N] [--no-judge] [--ready-timeout S]
+        [--family K] [--sweeps 100] [--rows N] [--no-judge] [--ready-timeout S] [--request-timeout S]
 
 Every configuration is planned, generated (dataset rows and bias probes),
 measured by the latency probe and scored exactly as in a DAG run
@@ -70,11 +70,11 @@ DEGENERATE = ("gemma3-270m", "grounded", 0.0)
 
 
 def benchmark_suite(suite_path: str, out_dir: Path, *, rows: int | None = None, no_judge: bool = False,
-                    ready_timeout_s: float | None = None) -> Path:
+                    ready_timeout_s: float | None = None, request_timeout_s: float | None = None) -> Path:
     """The suite this benchmark runs: the named one, written out with an
     absolute dataset path, optionally limited to `rows` rows, without its
-    judge scorers (only when they carry no weight) and with a longer engine
-    start-up deadline (a busy machine; no effect on any score)."""
+    judge scorers (only when they carry no weight) and with longer engine
+    start-up and request deadlines (a busy machine; no effect on answers)."""
     src = load_suite(suite_path)
     raw = yaml.safe_load(Path(suite_path).read_text())
     raw["dataset"]["path"] = str(src.dataset_path)
@@ -84,6 +84,8 @@ def benchmark_suite(suite_path: str, out_dir: Path, *, rows: int | None = None, 
         raw["dataset"]["limit"] = rows
     if ready_timeout_s:
         raw.setdefault("generation", {})["ready_timeout_s"] = ready_timeout_s
+    if request_timeout_s:
+        raw.setdefault("generation", {})["request_timeout_s"] = request_timeout_s
     if no_judge:
         judged = [n for n in src.scoring.scorers if get_scorer(n).needs_judge]
         weighted = sorted(m for n in judged for m in get_scorer(n).metrics if src.scoring.weights.get(m))
@@ -197,13 +199,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rows", type=int, default=None, help="use only the first N dataset rows")
     ap.add_argument("--no-judge", action="store_true", help="leave out the suite's (unweighted) judge scorers")
     ap.add_argument("--ready-timeout", type=float, default=None, help="engine start-up deadline in s (busy machine)")
+    ap.add_argument("--request-timeout", type=float, default=None, help="generation request timeout in s (busy machine)")
     ap.add_argument("--keep-engines", action="store_true", help="leave the engines it started running")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.monotonic()
     run_id = f"decision-quality-t{args.temperature:g}-{time.strftime('%Y%m%dT%H%M%S')}"  # a run of its own
     suite_path = str(benchmark_suite(args.suite, RunStore(run_id).dir, rows=args.rows, no_judge=args.no_judge,
-                                     ready_timeout_s=args.ready_timeout))
+                                     ready_timeout_s=args.ready_timeout, request_timeout_s=args.request_timeout))
     suite = load_suite(suite_path)
     family = args.family or len(expand_configs(suite))
     planned = plan_stage.plan(suite_path)

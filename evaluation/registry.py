@@ -149,11 +149,18 @@ def _alias_version(client, name: str, alias: str) -> str | None:
 def load_config(model_uri: str, tracking_uri: str | None = None) -> dict:
     """The serving configuration of a registered version, e.g.
     `models:/llmops-default@champion`."""
-    import mlflow
-
+    # Resolved through a client bound to `tracking_uri`: mlflow.artifacts'
+    # models:/ resolution reads the *global* registry URI whatever is passed.
+    client = _client(tracking_uri)
+    ref = model_uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = _call(model_uri, client.get_model_version_by_alias, name, alias)
+    else:
+        name, version = ref.rsplit("/", 1)
+        mv = _call(model_uri, client.get_model_version, name, version)
     with tempfile.TemporaryDirectory() as d:
-        path = mlflow.artifacts.download_artifacts(model_uri, dst_path=d, tracking_uri=tracking_uri,
-                                                   registry_uri=tracking_uri)  # fmt: skip
+        path = _call(model_uri, client.download_artifacts, mv.run_id, CONFIG_ARTIFACT, d)
         config = Path(path) / "config.json"
         if not config.is_file():
             raise RegistryError(f"{model_uri} has no config.json: it was not registered by llmops")
